@@ -1,0 +1,1 @@
+"""OpenCLIP served behind the SageMaker inference container contract."""

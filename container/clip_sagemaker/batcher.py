@@ -1,0 +1,117 @@
+"""The model loop: one thread per model copy that batches work across requests.
+
+Request threads submit prepared rows (image tensors, token rows) as jobs; the loop takes whatever is
+waiting, up to `max_batch_size` rows, runs one forward pass per modality and hands each job its own rows.
+It never waits for more work than is already queued, so a lone request pays no batching delay. The queue is
+bounded: a full queue is refused at once. A failing batch fails only its own jobs and the loop goes on;
+`healthy()` turns false when the loop thread has died or one batch has run for too long.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+Encode = Callable[[str, Sequence[Any]], np.ndarray]
+
+
+class QueueFull(Exception):
+    """More work is waiting than the loop is allowed to hold."""
+
+
+@dataclass
+class _Job:
+    modality: str
+    rows: Sequence[Any]
+    future: Future = field(default_factory=Future)
+
+
+class ModelLoop:
+    def __init__(self, encode: Encode, max_batch_size: int, max_queue: int, stuck_after_s: float):
+        self._encode = encode
+        self.max_batch_size = max_batch_size
+        self._queue: queue.Queue[_Job] = queue.Queue(maxsize=max_queue)
+        self._stuck_after_s = stuck_after_s
+        self._busy_since: Optional[float] = None
+        self._carried: Optional[_Job] = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-loop", daemon=True)
+        self.batches_run = 0
+
+    def start(self) -> "ModelLoop":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def healthy(self) -> bool:
+        busy_since = self._busy_since
+        stuck = busy_since is not None and time.monotonic() - busy_since > self._stuck_after_s
+        return self._thread.is_alive() and not stuck
+
+    def submit(self, modality: str, rows: Sequence[Any]) -> list[Future]:
+        """Queue rows for encoding; one future per chunk of at most max_batch_size rows, in order."""
+        jobs = [_Job(modality, rows[i:i + self.max_batch_size]) for i in range(0, len(rows), self.max_batch_size)]
+        for index, job in enumerate(jobs):
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                for queued in jobs[:index]:
+                    queued.future.cancel()
+                raise QueueFull(f"{self._queue.maxsize} jobs are already waiting for the model") from None
+        return [job.future for job in jobs]
+
+    def _take_batch(self) -> list[_Job]:
+        if self._carried is not None:
+            jobs, self._carried = [self._carried], None
+        else:
+            try:
+                jobs = [self._queue.get(timeout=0.2)]
+            except queue.Empty:
+                return []
+        rows = len(jobs[0].rows)
+        while rows < self.max_batch_size:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if rows + len(job.rows) > self.max_batch_size:
+                self._carried = job  # first in the next batch, so that no batch grows past the limit
+                break
+            jobs.append(job)
+            rows += len(job.rows)
+        return jobs
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            jobs = [job for job in self._take_batch() if job.future.set_running_or_notify_cancel()]
+            for modality in dict.fromkeys(job.modality for job in jobs):
+                self._run_batch(modality, [job for job in jobs if job.modality == modality])
+
+    def _run_batch(self, modality: str, jobs: list[_Job]) -> None:
+        rows = [row for job in jobs for row in job.rows]
+        self._busy_since = time.monotonic()
+        try:
+            out = self._encode(modality, rows)
+        except BaseException as exc:  # a failed batch must fail its own jobs, never the loop
+            log.exception("model loop: a %s batch of %d rows failed", modality, len(rows))
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        finally:
+            self._busy_since = None
+        self.batches_run += 1
+        start = 0
+        for job in jobs:
+            job.future.set_result(out[start:start + len(job.rows)])
+            start += len(job.rows)

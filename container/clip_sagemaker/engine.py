@@ -1,0 +1,135 @@
+"""One model copy behind its model loop: decode and prepare inputs in the caller's thread, encode in batches.
+
+`Engine` implements the tasks' Encoder for one request (bound to that request's deadline). `EngineSlot` is
+what the HTTP layer holds: empty while the model loads in the background, then the engine once it has
+answered a warm-up inference, so that /ping is 503 until the service can really answer.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import CancelledError, TimeoutError as FutureTimeout
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .batcher import ModelLoop, QueueFull
+from .errors import Unavailable
+from .inputs import ImageSource, load_image
+from .model import IMAGE, TEXT, ClipModel, ModelInfo, load_model
+from .model_source import resolve_model_source
+from .resources import Layout
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def default_batch_size(device: str) -> int:
+    # On a CPU, throughput is flat from batch ~8 up while latency grows with the batch; a GPU wants big batches.
+    return 128 if device.startswith("cuda") else 16
+
+
+class Engine:
+    def __init__(self, model: ClipModel, settings: Settings):
+        self.model = model
+        self.settings = settings
+        self.loop = ModelLoop(model.encode, settings.max_batch_size or default_batch_size(model.info.device),
+                              settings.max_queue, stuck_after_s=settings.timeout_s).start()
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.model.info
+
+    def healthy(self) -> bool:
+        return self.loop.healthy()
+
+    def for_request(self, deadline: float) -> "RequestEncoder":
+        return RequestEncoder(self, deadline)
+
+    def warm_up(self) -> None:
+        encoder = self.for_request(time.monotonic() + self.settings.timeout_s)
+        encoder.encode_texts(["a photo of a cat"])
+        blank = Image.new("RGB", self.model.info.image_size, (127, 127, 127))
+        encoder.encode_rows(IMAGE, [self.model.prepare_image(blank)])
+
+    def stop(self) -> None:
+        self.loop.stop()
+
+
+class RequestEncoder:
+    """The tasks' Encoder for one request: every wait is bounded by the request's deadline."""
+
+    def __init__(self, engine: Engine, deadline: float):
+        self._engine = engine
+        self._deadline = deadline
+        self.logit_scale = engine.model.logit_scale
+        self.logit_bias = engine.model.logit_bias
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode_rows(TEXT, list(self._engine.model.tokenize(texts)))
+
+    def encode_images(self, images: Sequence[ImageSource]) -> np.ndarray:
+        model, max_pixels = self._engine.model, self._engine.settings.max_image_pixels
+        return self.encode_rows(IMAGE, [model.prepare_image(load_image(source, max_pixels)) for source in images])
+
+    def encode_rows(self, modality: str, rows: list) -> np.ndarray:
+        try:
+            futures = self._engine.loop.submit(modality, rows)
+        except QueueFull as exc:
+            raise Unavailable(f"the server is overloaded: {exc}; retry later", code="overloaded") from None
+        try:
+            return np.concatenate([f.result(timeout=max(0.0, self._deadline - time.monotonic())) for f in futures])
+        except (FutureTimeout, CancelledError):
+            for future in futures:
+                future.cancel()  # frees the queue slots of work nobody is waiting for any more
+            raise Unavailable("the request ran past its deadline "
+                              f"({self._engine.settings.timeout_s:g} s, SAGEMAKER_MODEL_SERVER_TIMEOUT)",
+                              code="timeout") from None
+
+
+class EngineSlot:
+    """Holds the engine once it is ready; the HTTP layer asks it for the engine on each request."""
+
+    def __init__(self, engine: Optional[Engine] = None):
+        self._engine = engine
+
+    def ready(self) -> bool:
+        return self._engine is not None and self._engine.healthy()
+
+    def get(self) -> Engine:
+        if self._engine is None:
+            raise Unavailable("the model is still loading; retry when GET /ping answers 200", code="not_ready")
+        return self._engine
+
+    def fill(self, engine: Engine) -> None:
+        self._engine = engine
+
+
+def build_engine(settings: Settings, layout: Layout) -> Engine:
+    source = resolve_model_source(settings)
+    log.info("loading %s", source.description)
+    started = time.monotonic()
+    model = load_model(source, device=settings.device, precision=settings.precision,
+                       torch_threads=layout.torch_threads)
+    engine = Engine(model, settings)
+    engine.warm_up()
+    info = model.info
+    log.info("model ready in %.1f s: %s on %s (%s), embedding dim %d, image size %s, %d torch threads, batch %d",
+             time.monotonic() - started, source.description, info.device, info.precision, info.embed_dim,
+             info.image_size, layout.torch_threads, engine.loop.max_batch_size)
+    return engine
+
+
+def load_in_background(slot: EngineSlot, settings: Settings, layout: Layout,
+                       on_failure: Callable[[BaseException], None]) -> threading.Thread:
+    def work() -> None:
+        try:
+            slot.fill(build_engine(settings, layout))
+        except BaseException as exc:  # noqa: BLE001 - any failure to load must stop the server, never limp on
+            on_failure(exc)
+
+    thread = threading.Thread(target=work, name="model-loader", daemon=True)
+    thread.start()
+    return thread

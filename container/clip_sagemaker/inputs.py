@@ -1,0 +1,87 @@
+"""Image sources in requests (raw base64, `data:` URIs) → decoded RGB PIL images, with limits.
+
+Every failure is an ApiError naming the request field the image came from, so one bad image fails only
+its own request (or its own record) with a 400, never the worker.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ApiError, invalid
+
+_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
+                       re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+# Decompression-bomb checks are ours (a 400 naming the limit), so Pillow's own warning is noise.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image as the client sent it, and where in the request it was."""
+    value: str
+    field: str
+
+
+def _decode_base64(text: str, field: str) -> bytes:
+    compact = _WHITESPACE.sub("", text)
+    if not compact:
+        raise invalid(field, "the image is empty", code="invalid_image")
+    altchars = b"-_" if ("-" in compact or "_" in compact) else None
+    # Clients often drop the trailing '=' padding; it carries no information, so restore it.
+    compact += "=" * (-len(compact) % 4)
+    try:
+        return base64.b64decode(compact, altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid(field, "is not valid base64 (nor a data: URI)", code="invalid_base64") from None
+
+
+def image_bytes(source: ImageSource) -> bytes:
+    value = source.value
+    match = _DATA_URI.match(value)
+    if match:
+        mime = (match.group("mime") or "").lower()
+        if mime and not (mime.startswith("image/") or mime == "application/octet-stream"):
+            raise invalid(source.field, f"data URI has media type {mime!r}, expected image/*",
+                          code="invalid_image")
+        if not match.group("b64"):
+            raise invalid(source.field, "data URI must be base64-encoded (data:image/...;base64,...)",
+                          code="invalid_image")
+        return _decode_base64(value[match.end():], source.field)
+    if _URL.match(value):
+        raise invalid(source.field, "image URLs are not accepted by this server; send base64 or a data: URI",
+                      code="unsupported_image_source")
+    return _decode_base64(value, source.field)
+
+
+def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
+    """Bytes → an RGB image with its EXIF orientation applied; a 400 for anything that is not one."""
+    if not data:
+        raise invalid(field, "the image is empty", code="invalid_image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ApiError(f"{field}: the image is {width}x{height} pixels, above the limit of {max_pixels}",
+                               code="image_too_large", field=field, status=413)
+            image = ImageOps.exif_transpose(image)
+            return image.convert("RGB")
+    except ApiError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise invalid(field, f"could not be decoded as an image ({type(exc).__name__}: {exc})",
+                      code="invalid_image") from None
+
+
+def load_image(source: ImageSource, max_pixels: int) -> Image.Image:
+    return decode_image(image_bytes(source), source.field, max_pixels)

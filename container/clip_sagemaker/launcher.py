@@ -1,0 +1,40 @@
+"""What `serve` runs (its arguments are ignored: SageMaker passes the word `serve`): checks the settings and the model source, then becomes gunicorn (exec).
+
+Exec, not a child process: gunicorn's master then receives SageMaker's SIGTERM itself and drains in-flight
+requests before exiting. A setting or model source that cannot work stops here, before any worker starts,
+with one clear line and a non-zero exit.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .model_source import ModelSourceError, resolve_model_source
+from .resources import plan_layout
+from .settings import Settings, SettingsError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+        source = resolve_model_source(settings)
+    except (SettingsError, ModelSourceError) as exc:
+        print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 2
+    layout = plan_layout(settings)
+    print(f"serve: {source.description}; port {settings.port}; {layout.workers} worker(s) x "
+          f"{settings.http_threads} HTTP threads, {layout.torch_threads} torch thread(s) each; "
+          f"timeout {settings.timeout_s:g} s", flush=True)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
+    args = [sys.executable, "-m", "gunicorn", "--config", "python:clip_sagemaker.gunicorn_config",
+            "--chdir", str(PACKAGE_ROOT), "clip_sagemaker.wsgi:create_production_app()"]
+    os.execv(sys.executable, args)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

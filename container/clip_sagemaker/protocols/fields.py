@@ -1,0 +1,136 @@
+"""Validation of JSON request fields, shared by every request format.
+
+Each helper returns the clean value or raises an ApiError naming the field path (`classes[2][0]`).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..errors import ApiError, invalid
+from ..inputs import ImageSource
+from ..tasks import render_prompt
+
+_MISSING = object()
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def require_object(body: Any, what: str) -> dict:
+    if not isinstance(body, dict):
+        raise ApiError(f"the request body must be a JSON object for {what}, got {type_name(body)}",
+                       code="invalid_request")
+    return body
+
+
+def reject_unknown(body: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(f"unknown field(s) {', '.join(unknown)} for {where}; allowed: {', '.join(sorted(allowed))}",
+                       code="unknown_field", field=unknown[0])
+
+
+def text(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise invalid(field, f"must be a string, got {type_name(value)}")
+    if not value.strip():
+        raise invalid(field, "must not be empty", code="empty_text")
+    return value
+
+
+def image(value: Any, field: str) -> ImageSource:
+    if not isinstance(value, str):
+        raise invalid(field, f"must be a string (base64 or data: URI), got {type_name(value)}")
+    return ImageSource(value, field)
+
+
+def items_list(body: dict, key: str, max_items: int, required: bool = True, path: str = "") -> list:
+    field = f"{path}{key}"
+    value = body.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        if required:
+            raise ApiError(f"{field}: this field is required", code="missing_field", field=field)
+        return []
+    if not isinstance(value, list):
+        raise invalid(field, f"must be a list, got {type_name(value)}")
+    if required and not value:
+        raise invalid(field, "must not be empty", code="empty_list")
+    if len(value) > max_items:
+        raise ApiError(f"{field}: {len(value)} items, above the limit of {max_items} (MAX_ITEMS)",
+                       code="too_many_items", field=field, status=413)
+    return value
+
+
+def texts(body: dict, key: str, max_items: int, required: bool = True) -> tuple[str, ...]:
+    return tuple(text(v, f"{key}[{i}]") for i, v in enumerate(items_list(body, key, max_items, required)))
+
+
+def images(body: dict, key: str, max_items: int, required: bool = True) -> tuple[ImageSource, ...]:
+    return tuple(image(v, f"{key}[{i}]") for i, v in enumerate(items_list(body, key, max_items, required)))
+
+
+def boolean(body: dict, key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise invalid(key, f"must be true or false, got {type_name(value)}")
+    return value
+
+
+def number(body: dict, key: str, default: Optional[float], minimum: float, maximum: float) -> Optional[float]:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(key, f"must be a number, got {type_name(value)}")
+    if not minimum <= value <= maximum:
+        raise invalid(key, f"must be between {minimum:g} and {maximum:g}, got {value}")
+    return float(value)
+
+
+def integer(body: dict, key: str, default: int, minimum: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(key, f"must be a whole number, got {type_name(value)}")
+    if value < minimum:
+        raise invalid(key, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def prompt_template(body: dict, key: str, default: str) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str):
+        raise invalid(key, f"must be a string, got {type_name(value)}")
+    try:
+        probe = render_prompt(value, "\x00")
+    except (IndexError, KeyError, ValueError) as exc:
+        raise invalid(key, f"is not a valid template ({exc}); write the label as {{label}} or {{}}") from None
+    if "\x00" not in probe:
+        raise invalid(key, "must contain the label placeholder {label} or {}")
+    return value
+
+
+def classes(body: dict, max_items: int) -> tuple[tuple[str, ...], Optional[tuple[Any, ...]]]:
+    """`[[label, class_id], ...]` or plain `[label, ...]` → (labels, class ids or None)."""
+    raw = items_list(body, "classes", max_items)
+    labelled = isinstance(raw[0], list)
+    labels, ids = [], []
+    for i, entry in enumerate(raw):
+        field = f"classes[{i}]"
+        if labelled:
+            if not isinstance(entry, list) or len(entry) != 2:
+                raise invalid(field, "must be a [label, class_id] pair like the other classes")
+            label, class_id = entry
+            if isinstance(class_id, (list, dict)):
+                raise invalid(f"{field}[1]", f"the class id must be a number, string or boolean, got "
+                                             f"{type_name(class_id)}")
+            labels.append(text(label, f"{field}[0]"))
+            ids.append(class_id)
+        else:
+            if isinstance(entry, list):
+                raise invalid(field, "mixes a [label, class_id] pair with plain-string classes")
+            labels.append(text(entry, field))
+    return tuple(labels), (tuple(ids) if labelled else None)

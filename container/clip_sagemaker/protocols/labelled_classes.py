@@ -1,0 +1,42 @@
+"""Seed 003, the SageMaker CLIP container: `{"images": [...], "classes": [[label, class_id], ...]}`.
+
+Answers a list with one `{"classification", "confidence", "prompts": [indices, labels, probabilities]}` per
+image; with plain-string classes (the older form) each image's answer is just the `prompts` triple. The
+original's fixed template, top 3 and 0.02 margin are the defaults; `prompt_template`, `top_k`, `margin` and
+`logit_scale` in the body override them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import tasks
+from . import fields
+
+KEYS = {"images", "classes", "prompt_template", "top_k", "margin", "logit_scale"}
+
+
+def parse_classify(body: dict, max_items: int) -> tasks.ClassifyTask:
+    labels, class_ids = fields.classes(body, max_items)
+    return tasks.ClassifyTask(
+        images=fields.images(body, "images", max_items),
+        labels=labels,
+        class_ids=class_ids,
+        prompt_template=fields.prompt_template(body, "prompt_template", tasks.DEFAULT_PROMPT_TEMPLATE),
+        top_k=fields.integer(body, "top_k", tasks.DEFAULT_TOP_K, 1),
+        margin=fields.number(body, "margin", tasks.DEFAULT_MARGIN, 0.0, 1.0),
+        logit_scale=fields.number(body, "logit_scale", tasks.DEFAULT_CLASSIFY_SCALE, 0.0, 1000.0),
+    )
+
+
+def prompts_triple(c: tasks.Classification) -> list:
+    return [c.top_indices, c.top_labels, c.top_probabilities]
+
+
+def render(result: list[tasks.Classification], info: Any) -> list:
+    return [prompts_triple(c) if c.classification is None else
+            {"classification": c.classification, "confidence": c.confidence, "prompts": prompts_triple(c)}
+            for c in result]
+
+
+def parse(body: dict, max_items: int):
+    return parse_classify(body, max_items), render

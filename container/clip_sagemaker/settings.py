@@ -1,0 +1,131 @@
+"""Every environment variable the container reads, and the frozen Settings object built from them.
+
+Nothing else in the package reads os.environ for configuration: tests build Settings directly, and the
+production entry points call Settings.from_env() once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+DEFAULT_MODEL_DIR = "/opt/ml/model"
+DEFAULT_MODEL_NAME = "ViT-B-32"
+DEFAULT_MODEL_PRETRAINED = "laion2b_s34b_b79k"
+MB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the container cannot use."""
+
+
+def _text(env: Mapping[str, str], name: str) -> Optional[str]:
+    value = env.get(name)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: Optional[int], minimum: int = 1) -> Optional[int]:
+    value = _text(env, name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not a whole number") from None
+    if number < minimum:
+        raise SettingsError(f"{name}={value!r} must be at least {minimum}")
+    return number
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    value = _text(env, name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not a number") from None
+    if number < minimum:
+        raise SettingsError(f"{name}={value!r} must be at least {minimum}")
+    return number
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _text(env, name)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={value!r} is not a boolean (use true or false)")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> Optional[str]:
+    value = _text(env, name)
+    if value is None:
+        return None
+    if value.lower() not in choices:
+        raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value.lower()
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where the model comes from (see model_source.py for the precedence).
+    model_dir: str = DEFAULT_MODEL_DIR
+    model_dir_explicit: bool = False
+    model_name: str = DEFAULT_MODEL_NAME
+    model_pretrained: str = DEFAULT_MODEL_PRETRAINED
+    # Where and how it runs. None means "decide from the hardware".
+    device: Optional[str] = None
+    precision: Optional[str] = None
+    torch_threads: Optional[int] = None
+    # HTTP server.
+    port: int = 8080
+    workers: Optional[int] = None
+    http_threads: int = 32
+    timeout_s: float = 60.0
+    batch_mode: bool = False
+    log_level: str = "info"
+    # Model loop.
+    max_batch_size: Optional[int] = None
+    max_queue: int = 1024
+    # Request limits.
+    max_body_bytes: int = 6 * MB
+    max_items: int = 256
+    max_image_pixels: int = 40_000_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        batch_mode = _bool(env, "SAGEMAKER_BATCH", False)
+        model_dir = _text(env, "MODEL_DIR")
+        precision = _choice(env, "PRECISION", ("fp32", "fp16", "bf16"))
+        return cls(
+            model_dir=model_dir or DEFAULT_MODEL_DIR,
+            model_dir_explicit=model_dir is not None,
+            model_name=_text(env, "MODEL_NAME") or DEFAULT_MODEL_NAME,
+            model_pretrained=_text(env, "MODEL_PRETRAINED") or DEFAULT_MODEL_PRETRAINED,
+            device=_text(env, "DEVICE"),
+            precision=precision,
+            torch_threads=_int(env, "TORCH_NUM_THREADS", None),
+            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),
+            workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", None),
+            http_threads=_int(env, "SERVER_THREADS", 32),
+            # Batch Transform allows up to an hour per invocation; real-time endpoints cut off at 60 s.
+            timeout_s=_float(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 600.0 if batch_mode else 60.0, 1.0),
+            batch_mode=batch_mode,
+            log_level=(_text(env, "LOG_LEVEL") or "info").lower(),
+            max_batch_size=_int(env, "MAX_BATCH_SIZE", None),
+            max_queue=_int(env, "MAX_QUEUE", 1024),
+            max_body_bytes=_int(env, "MAX_BODY_MB", 100 if batch_mode else 6) * MB,
+            max_items=_int(env, "MAX_ITEMS", 256),
+            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000),
+        )
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
