@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
 import orjson
 
 from .errors import ApiError
@@ -80,5 +81,12 @@ def choose_response_type(accept: Optional[str], producible: tuple[str, ...] = PR
                    code="not_acceptable", status=406)
 
 
+def _contiguous(value: Any) -> Any:
+    # orjson writes numpy arrays natively only when C-contiguous (slices and transposes are not).
+    if isinstance(value, np.ndarray):
+        return np.ascontiguousarray(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
 def encode_json(payload: Any) -> bytes:
-    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(payload, default=_contiguous, option=orjson.OPT_SERIALIZE_NUMPY)

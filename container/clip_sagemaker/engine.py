@@ -1,16 +1,14 @@
 """One model copy behind its model loop: decode and prepare inputs in the caller's thread, encode in batches.
 
-`Engine` implements the tasks' Encoder for one request (bound to that request's deadline). `EngineSlot` is
-what the HTTP layer holds: empty while the model loads in the background, then the engine once it has
-answered a warm-up inference, so that /ping is 503 until the service can really answer.
+`Engine.for_request` gives the tasks an Encoder bound to that request's deadline; `build_engine` loads the
+model the settings name and proves it with a warm-up inference.
 """
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import CancelledError, TimeoutError as FutureTimeout
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -89,24 +87,6 @@ class RequestEncoder:
                               code="timeout") from None
 
 
-class EngineSlot:
-    """Holds the engine once it is ready; the HTTP layer asks it for the engine on each request."""
-
-    def __init__(self, engine: Optional[Engine] = None):
-        self._engine = engine
-
-    def ready(self) -> bool:
-        return self._engine is not None and self._engine.healthy()
-
-    def get(self) -> Engine:
-        if self._engine is None:
-            raise Unavailable("the model is still loading; retry when GET /ping answers 200", code="not_ready")
-        return self._engine
-
-    def fill(self, engine: Engine) -> None:
-        self._engine = engine
-
-
 def build_engine(settings: Settings, layout: Layout) -> Engine:
     source = resolve_model_source(settings)
     log.info("loading %s", source.description)
@@ -120,16 +100,3 @@ def build_engine(settings: Settings, layout: Layout) -> Engine:
              time.monotonic() - started, source.description, info.device, info.precision, info.embed_dim,
              info.image_size, layout.torch_threads, engine.loop.max_batch_size)
     return engine
-
-
-def load_in_background(slot: EngineSlot, settings: Settings, layout: Layout,
-                       on_failure: Callable[[BaseException], None]) -> threading.Thread:
-    def work() -> None:
-        try:
-            slot.fill(build_engine(settings, layout))
-        except BaseException as exc:  # noqa: BLE001 - any failure to load must stop the server, never limp on
-            on_failure(exc)
-
-    thread = threading.Thread(target=work, name="model-loader", daemon=True)
-    thread.start()
-    return thread

@@ -71,6 +71,8 @@ def plan_layout(settings: Settings, cpus: Optional[int] = None, gpus: Optional[i
     # One process per device: each holds one model copy and one model loop that batches across requests.
     workers = settings.workers or max(1, gpus)
     # Workers x torch threads must never exceed the cores: oversubscribed OpenMP pools spin against each other.
+    # Each worker needs at least one thread, so there can be no more workers than cores.
+    workers = max(1, min(workers, cpus))
     threads = max(1, cpus // workers)
     if settings.torch_threads:
         threads = min(threads, settings.torch_threads)

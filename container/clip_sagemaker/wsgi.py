@@ -6,7 +6,7 @@ import os
 import sys
 
 from .app import create_app
-from .engine import EngineSlot, load_in_background
+from .readiness import EngineSlot, load_in_background
 from .resources import plan_layout
 from .settings import Settings
 

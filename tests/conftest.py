@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny random OpenCLIP models saved in the layouts users ship, loaded the production way."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "container"))
+sys.path.insert(0, str(REPO / "tests"))
+# No hub here: open_clip must never try to download anything during tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+# SigLIP-style: a learned logit bias, scored with a sigmoid.
+TINY_SIGLIP_CFG = {**TINY_CFG, "init_logit_bias": -10.0}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: starts the real ./serve on a loopback port")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from clip_sagemaker.model_files import build_model_dir
+    return build_model_dir(tmp_path_factory.mktemp("tiny") / "model", "tiny-test", model_cfg=TINY_CFG, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory) -> Path:
+    from clip_sagemaker.model_files import build_model_dir
+    return build_model_dir(tmp_path_factory.mktemp("siglip") / "model", "tiny-siglip-test",
+                           model_cfg=TINY_SIGLIP_CFG, seed=1)
+
+
+@pytest.fixture(scope="session")
+def settings(tiny_model_dir):
+    from clip_sagemaker.settings import Settings
+    return Settings(model_dir=str(tiny_model_dir), model_dir_explicit=True, max_batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def engine(settings):
+    from clip_sagemaker.engine import build_engine
+    from clip_sagemaker.resources import Layout
+    engine = build_engine(settings, Layout(workers=1, torch_threads=1, gpus=0))
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def app(settings, engine):
+    from clip_sagemaker.app import create_app
+    from clip_sagemaker.readiness import EngineSlot
+    return create_app(settings, EngineSlot(engine))
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_model_dir):
+    """open_clip itself on the same weights, with no code of ours in between."""
+    from reference import Reference
+    return Reference(f"local-dir:{tiny_model_dir}")
+
+
+@pytest.fixture(scope="session")
+def siglip_reference(tiny_siglip_dir):
+    from reference import Reference
+    return Reference(f"local-dir:{tiny_siglip_dir}")

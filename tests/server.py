@@ -1,0 +1,72 @@
+"""Starts the real ./serve on a free loopback port for integration tests, and always stops it."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "SAGEMAKER_BIND_TO_PORT": str(self.port),
+                    "SERVER_THREADS": "8", **env}
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen([str(REPO / "serve")], env=full_env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 90) -> list[int]:
+        """Polls /ping until 200; returns every status seen on the way (connection failures are skipped)."""
+        seen, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                status = requests.get(f"{self.url}/ping", timeout=2).status_code
+                seen.append(status)
+                if status == 200:
+                    return seen
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"serve was not ready within {timeout} s:\n{self.log()}")
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"serve did not exit within {timeout} s:\n{self.log()}") from None
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def stop(self) -> Optional[int]:
+        if self.process.poll() is None:
+            self.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+        return self.process.returncode
