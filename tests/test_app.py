@@ -288,3 +288,8 @@ def test_the_http_layer_imports_no_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_unsafe_client_request_id_is_replaced(client):
+    response = post(client, {"task": "x"}, **{"X-Request-Id": "bad id\twith spaces" + "x" * 200})
+    assert len(response.headers["X-Request-Id"]) == 32 and " " not in response.headers["X-Request-Id"]

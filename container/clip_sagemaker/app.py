@@ -6,6 +6,7 @@ Every request to /invocations flows one way: decode the body (codecs) → detect
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any, Optional
@@ -19,6 +20,7 @@ from .settings import Settings
 
 log = logging.getLogger("clip_sagemaker.access")
 REQUEST_ID_HEADER = "X-Request-Id"
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def _json_response(payload: Any, status: int = 200) -> Response:
@@ -33,7 +35,9 @@ def create_app(settings: Settings, slot) -> Flask:
     @app.before_request
     def start_timer() -> None:
         g.started = time.monotonic()
-        g.request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        # A client's id is echoed and logged, so only a short run of safe characters is taken from it.
+        g.request_id = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
     @app.after_request
     def log_request(response: Response) -> Response:

@@ -53,6 +53,16 @@ class ModelLoop:
     def stop(self) -> None:
         self._stopping.set()
         self._thread.join(timeout=5)
+        # Whoever still waits must hear that no answer is coming rather than wait out its deadline.
+        leftovers = [self._carried] if self._carried is not None else []
+        while True:
+            try:
+                leftovers.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        for job in leftovers:
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(RuntimeError("the model loop was stopped"))
 
     def healthy(self) -> bool:
         busy_since = self._busy_since

@@ -37,6 +37,8 @@ def decode_json(body: bytes, charset: Optional[str] = None) -> Any:
             body = body.decode(charset).encode("utf-8")
         except (LookupError, UnicodeDecodeError) as exc:
             raise ApiError(f"the body could not be decoded as {charset}: {exc}", code="malformed_json") from None
+    if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, which Windows tools like to write
+        body = body[3:]
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -75,6 +75,10 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
                 raise ApiError(f"{field}: the image is {width}x{height} pixels, above the limit of {max_pixels}",
                                code="image_too_large", field=field, status=413)
             image = ImageOps.exif_transpose(image)
+            if image.mode.startswith("I;16"):
+                # Pillow clips 16-bit samples to 8 bits instead of scaling them: a 16-bit greyscale PNG would
+                # come back almost entirely white. Scale to 8 bits first.
+                image = image.convert("I").point(lambda v: v / 256).convert("L")
             return image.convert("RGB")
     except ApiError:
         raise

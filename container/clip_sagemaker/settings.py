@@ -110,7 +110,7 @@ class Settings:
             model_dir_explicit=model_dir is not None,
             model_name=_text(env, "MODEL_NAME") or DEFAULT_MODEL_NAME,
             model_pretrained=_text(env, "MODEL_PRETRAINED") or DEFAULT_MODEL_PRETRAINED,
-            device=_text(env, "DEVICE"),
+            device=(_text(env, "DEVICE") or "").lower() or None,
             precision=precision,
             torch_threads=_int(env, "TORCH_NUM_THREADS", None),
             port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),
@@ -119,7 +119,7 @@ class Settings:
             # Batch Transform allows up to an hour per invocation; real-time endpoints cut off at 60 s.
             timeout_s=_float(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 600.0 if batch_mode else 60.0, 1.0),
             batch_mode=batch_mode,
-            log_level=(_text(env, "LOG_LEVEL") or "info").lower(),
+            log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error", "critical")) or "info",
             max_batch_size=_int(env, "MAX_BATCH_SIZE", None),
             max_queue=_int(env, "MAX_QUEUE", 1024),
             max_body_bytes=_int(env, "MAX_BODY_MB", 100 if batch_mode else 6) * MB,

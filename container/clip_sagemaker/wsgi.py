@@ -30,7 +30,8 @@ def create_production_app():
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     layout = plan_layout(settings)
-    if not settings.device and layout.gpus > 1:
+    # "cuda" without an index means "the GPUs": spread the workers over them, one each.
+    if settings.device in (None, "cuda") and layout.gpus > 1:
         slot_index = int(os.environ.get("CLIP_WORKER_SLOT", "0"))
         settings = settings.replace(device=f"cuda:{slot_index % layout.gpus}")
     slot = EngineSlot()

@@ -106,7 +106,7 @@ def prompt_template(body: dict, key: str, default: str) -> str:
         raise invalid(key, f"must be a string, got {type_name(value)}")
     try:
         probe = render_prompt(value, "\x00")
-    except (IndexError, KeyError, ValueError) as exc:
+    except (IndexError, KeyError, ValueError, AttributeError, TypeError) as exc:
         raise invalid(key, f"is not a valid template ({exc}); write the label as {{label}} or {{}}") from None
     if "\x00" not in probe:
         raise invalid(key, "must contain the label placeholder {label} or {}")

@@ -1,0 +1,159 @@
+"""Settings.from_env: defaults, every variable parsed, batch-mode defaults, and clear errors."""
+from __future__ import annotations
+
+import pytest
+
+from clip_sagemaker.settings import (DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, DEFAULT_MODEL_PRETRAINED, MB, Settings,
+                                     SettingsError)
+
+
+def test_empty_environment_gives_documented_defaults():
+    s = Settings.from_env({})
+    assert s == Settings()
+    assert s.model_dir == DEFAULT_MODEL_DIR == "/opt/ml/model"
+    assert s.model_dir_explicit is False
+    assert s.model_name == DEFAULT_MODEL_NAME == "ViT-B-32"
+    assert s.model_pretrained == DEFAULT_MODEL_PRETRAINED == "laion2b_s34b_b79k"
+    assert s.device is None and s.precision is None and s.torch_threads is None
+    assert s.port == 8080
+    assert s.workers is None
+    assert s.http_threads == 32
+    assert s.timeout_s == 60.0
+    assert s.batch_mode is False
+    assert s.log_level == "info"
+    assert s.max_batch_size is None
+    assert s.max_queue == 1024
+    assert s.max_body_bytes == 6 * MB
+    assert s.max_items == 256
+    assert s.max_image_pixels == 40_000_000
+
+
+def test_blank_values_count_as_unset():
+    env = {name: "   " for name in ("MODEL_DIR", "MODEL_NAME", "PRECISION", "TORCH_NUM_THREADS", "MAX_BODY_MB",
+                                   "SAGEMAKER_BATCH", "SAGEMAKER_MODEL_SERVER_TIMEOUT", "LOG_LEVEL")}
+    assert Settings.from_env(env) == Settings()
+
+
+def test_every_variable_is_parsed_into_its_field():
+    env = {
+        "MODEL_DIR": " /models/mine ",
+        "MODEL_NAME": "ViT-L-14",
+        "MODEL_PRETRAINED": "openai",
+        "DEVICE": "cuda:1",
+        "PRECISION": "BF16",
+        "TORCH_NUM_THREADS": "3",
+        "SAGEMAKER_BIND_TO_PORT": "9090",
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "4",
+        "SERVER_THREADS": "16",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "12.5",
+        "SAGEMAKER_BATCH": "false",
+        "LOG_LEVEL": "DEBUG",
+        "MAX_BATCH_SIZE": "64",
+        "MAX_QUEUE": "10",
+        "MAX_BODY_MB": "20",
+        "MAX_ITEMS": "7",
+        "MAX_IMAGE_PIXELS": "1000000",
+    }
+    s = Settings.from_env(env)
+    assert s.model_dir == "/models/mine"
+    assert s.model_dir_explicit is True
+    assert s.model_name == "ViT-L-14"
+    assert s.model_pretrained == "openai"
+    assert s.device == "cuda:1"
+    assert s.precision == "bf16"
+    assert s.torch_threads == 3
+    assert s.port == 9090
+    assert s.workers == 4
+    assert s.http_threads == 16
+    assert s.timeout_s == 12.5
+    assert s.batch_mode is False
+    assert s.log_level == "debug"
+    assert s.max_batch_size == 64
+    assert s.max_queue == 10
+    assert s.max_body_bytes == 20 * MB
+    assert s.max_items == 7
+    assert s.max_image_pixels == 1_000_000
+
+
+@pytest.mark.parametrize("value", ["fp32", "fp16", "bf16", "FP16"])
+def test_precision_accepts_each_supported_choice(value):
+    assert Settings.from_env({"PRECISION": value}).precision == value.lower()
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", "1", "yes", "on"])
+def test_batch_mode_raises_timeout_and_body_limit_defaults(value):
+    s = Settings.from_env({"SAGEMAKER_BATCH": value})
+    assert s.batch_mode is True
+    assert s.timeout_s == 600.0
+    assert s.max_body_bytes == 100 * MB
+
+
+@pytest.mark.parametrize("value", ["false", "0", "no", "off", "Off"])
+def test_batch_mode_off_keeps_real_time_defaults(value):
+    s = Settings.from_env({"SAGEMAKER_BATCH": value})
+    assert s.batch_mode is False
+    assert s.timeout_s == 60.0
+    assert s.max_body_bytes == 6 * MB
+
+
+def test_batch_mode_defaults_yield_to_explicit_values():
+    s = Settings.from_env({"SAGEMAKER_BATCH": "true", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "90",
+                           "MAX_BODY_MB": "8"})
+    assert s.timeout_s == 90.0
+    assert s.max_body_bytes == 8 * MB
+
+
+def test_model_dir_set_marks_it_explicit_and_unset_does_not():
+    assert Settings.from_env({"MODEL_DIR": "/opt/ml/model"}).model_dir_explicit is True
+    assert Settings.from_env({"MODEL_DIR": "/opt/ml/model"}).model_dir == "/opt/ml/model"
+    assert Settings.from_env({}).model_dir_explicit is False
+
+
+@pytest.mark.parametrize("name, value", [
+    ("TORCH_NUM_THREADS", "two"),
+    ("TORCH_NUM_THREADS", "0"),
+    ("SAGEMAKER_BIND_TO_PORT", "80a"),
+    ("SAGEMAKER_BIND_TO_PORT", "0"),
+    ("SAGEMAKER_MODEL_SERVER_WORKERS", "1.5"),
+    ("SAGEMAKER_MODEL_SERVER_WORKERS", "-1"),
+    ("SERVER_THREADS", "many"),
+    ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "soon"),
+    ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "0.5"),
+    ("SAGEMAKER_BATCH", "maybe"),
+    ("PRECISION", "int8"),
+    ("MAX_BATCH_SIZE", "0"),
+    ("MAX_QUEUE", "x"),
+    ("MAX_BODY_MB", "6MB"),
+    ("MAX_ITEMS", "0"),
+    ("MAX_IMAGE_PIXELS", "1e6"),
+])
+def test_bad_value_raises_settings_error_naming_the_variable(name, value):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({name: value})
+    message = str(caught.value)
+    assert name in message
+    assert repr(value) in message
+
+
+def test_settings_error_is_a_value_error():
+    assert issubclass(SettingsError, ValueError)
+
+
+def test_replace_returns_a_changed_copy():
+    s = Settings()
+    t = s.replace(max_items=3)
+    assert t.max_items == 3
+    assert s.max_items == 256
+
+
+def test_device_is_case_insensitive():
+    from clip_sagemaker.settings import Settings
+    assert Settings.from_env({"DEVICE": "CPU"}).device == "cpu"
+
+
+def test_an_unknown_log_level_is_a_settings_error():
+    import pytest
+    from clip_sagemaker.settings import Settings, SettingsError
+    with pytest.raises(SettingsError, match="LOG_LEVEL"):
+        Settings.from_env({"LOG_LEVEL": "verbose"})
+    assert Settings.from_env({"LOG_LEVEL": "DEBUG"}).log_level == "debug"
