@@ -207,7 +207,8 @@ def test_every_response_carries_a_request_id(client):
      "invalid_field", "prompt_template"),
     ({"images": [], "classes": ["a"]}, 400, "empty_list", "images"),
     ({"hello": "world"}, 400, "unknown_format", None),
-    (["a", "list"], 400, "unknown_format", None),
+    (42, 400, "unknown_format", None),
+    (["a", "list"], 400, "invalid_field", "[0]"),  # a list is seed 002's /encode, whose items are objects
 ])
 def test_client_mistakes_get_a_4xx_naming_the_problem(client, body, status, code, field):
     error = error_of(post(client, body), status)

@@ -5,7 +5,8 @@ import numpy as np
 import orjson
 import pytest
 
-from clip_sagemaker.codecs import JSON, choose_response_type, decode_request, encode_json, media_type
+from clip_sagemaker.codecs import (JSON, choose_response_type, decode_request, encode_json, encode_npy, media_type,
+                                   parse_custom_attributes, request_kind, split_lines)
 from clip_sagemaker.errors import ApiError
 
 # --- media_type ---------------------------------------------------------------------------------------------
@@ -94,10 +95,10 @@ def test_malformed_json_is_a_400_malformed_json_error(body):
     assert caught.value.message.startswith("the body is not valid JSON")
 
 
-@pytest.mark.parametrize("content_type", ["text/csv", "image/png", "application/x-npy", "text/plain; charset=utf-8"])
+@pytest.mark.parametrize("content_type", ["text/csv", "application/x-npy", "text/plain; charset=utf-8"])
 def test_unsupported_content_type_is_a_415(content_type):
     with pytest.raises(ApiError) as caught:
-        decode_request(b'{"a": 1}', content_type)
+        request_kind(content_type)
     assert caught.value.status == 415
     assert caught.value.code == "unsupported_media_type"
     assert content_type in caught.value.message
@@ -191,3 +192,38 @@ def test_encode_json_refuses_values_json_cannot_hold():
 def test_json_with_a_utf8_byte_order_mark_is_accepted():
     from clip_sagemaker.codecs import decode_request
     assert decode_request(b'\xef\xbb\xbf{"task": "embed"}', "application/json") == {"task": "embed"}
+
+
+@pytest.mark.parametrize("content_type, kind", [
+    ("application/json", "json"), ("application/json; charset=utf-8", "json"), (None, "json"),
+    ("application/jsonlines", "jsonlines"), ("application/x-jsonlines", "jsonlines"),
+    ("application/jsonl", "jsonlines"), ("image/jpeg", "image"), ("image/png", "image"),
+    ("image/webp", "image"), ("application/x-image", "image"),
+])
+def test_request_kind_follows_the_content_type(content_type, kind):
+    assert request_kind(content_type) == kind
+
+
+def test_json_lines_split_into_records_without_a_phantom_last_line():
+    assert split_lines(b'{"a": 1}\n{"b": 2}\n') == [b'{"a": 1}', b'{"b": 2}']
+    assert split_lines(b'{"a": 1}\r\n\n{"b": 2}') == [b'{"a": 1}', b"", b'{"b": 2}']
+
+
+def test_custom_attributes_become_typed_options():
+    assert parse_custom_attributes("normalize=false, top_k=5;margin=0.1,prompt_template=a {label}") == {
+        "normalize": False, "top_k": 5, "margin": 0.1, "prompt_template": "a {label}"}
+    assert parse_custom_attributes("trace-id-123,c000b4f9-1") == {}
+    assert parse_custom_attributes(None) == {}
+
+
+def test_accept_jsonlines_and_npy_are_producible():
+    assert choose_response_type("application/jsonlines") == "application/jsonlines"
+    assert choose_response_type("application/x-jsonlines") == "application/jsonlines"
+    assert choose_response_type("application/x-npy") == "application/x-npy"
+
+
+def test_npy_encoding_round_trips_through_numpy_load():
+    import io
+    import numpy as np
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(np.load(io.BytesIO(encode_npy(array))), array)

@@ -105,8 +105,8 @@ def test_items_list_over_the_limit_is_a_413_too_many_items():
     assert "3 items" in error.message and "2" in error.message and "MAX_ITEMS" in error.message
 
 
-def test_items_list_limit_applies_to_optional_lists_and_uses_the_path():
-    error = _error(fields.items_list, {"images": ["x"] * 5}, "images", 4, required=False, path="inputs.")
+def test_list_limit_applies_to_optional_lists_and_names_the_field():
+    error = _error(fields.as_list, ["x"] * 5, "inputs.images", 4, required=False)
     assert error.status == 413
     assert error.field == "inputs.images"
 

@@ -66,8 +66,8 @@ def test_absent_default_dir_falls_through_to_model_name_and_pretrained(tmp_path)
     settings = Settings(model_dir=str(tmp_path / "absent"), model_dir_explicit=False,
                         model_name="ViT-B-16", model_pretrained="openai")
     source = resolve_model_source(settings)
-    assert source == ModelSource(name="ViT-B-16", pretrained="openai",
-                                 description="ViT-B-16 with pretrained tag openai")
+    assert (source.name, source.pretrained, source.display_name) == ("ViT-B-16", "openai", "ViT-B-16:openai")
+    assert source.description.endswith("ViT-B-16 with pretrained tag openai")
     assert source.random_weights is False
 
 
@@ -131,3 +131,39 @@ def test_from_env_model_dir_pointing_at_nothing_is_refused(tmp_path):
     settings = Settings.from_env({"MODEL_DIR": str(tmp_path / "typo"), "MODEL_NAME": "ViT-B-16"})
     with pytest.raises(ModelSourceError):
         resolve_model_source(settings)
+
+
+# --- CLIP_MODEL (seed 002) and MODEL_ID (seed 001) ----------------------------------------------------------
+
+@pytest.mark.parametrize("value, name, pretrained", [
+    ("ViT-B-16:laion400m_e32", "ViT-B-16", "laion400m_e32"),
+    ("openai/clip-vit-base-patch32", "ViT-B-32-quickgelu", "openai"),
+    ("openai/clip-vit-base-patch16", "ViT-B-16-quickgelu", "openai"),
+    ("openai/clip-vit-large-patch14", "ViT-L-14-quickgelu", "openai"),
+    ("openai/clip-vit-large-patch14-336", "ViT-L-14-336-quickgelu", "openai"),
+    ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None),
+    ("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None),
+    ("ViT-L-14", "ViT-L-14", "laion2b_s34b_b79k"),
+])
+def test_clip_model_takes_arch_tag_hub_ids_and_openai_repo_names(tmp_path, value, name, pretrained):
+    source = resolve_model_source(Settings(model_dir=str(tmp_path / "absent"), clip_model=value))
+    assert (source.name, source.pretrained) == (name, pretrained)
+    assert source.display_name == value
+    assert source.random_weights is False
+    assert f"CLIP_MODEL={value}" in source.description
+
+
+def test_precedence_is_model_dir_then_clip_model_then_model_name(tmp_path):
+    directory = _model_dir(tmp_path / "model", "open_clip_config.json", "open_clip_model.safetensors")
+    both = Settings(model_dir=str(directory), clip_model="ViT-B-16:openai", model_name="RN50")
+    assert resolve_model_source(both).name == f"local-dir:{directory}"
+    no_dir = both.replace(model_dir=str(tmp_path / "absent"))
+    assert resolve_model_source(no_dir).name == "ViT-B-16"
+    assert resolve_model_source(no_dir.replace(clip_model=None)).name == "RN50"
+
+
+def test_model_id_is_only_the_display_name(tmp_path):
+    settings = Settings(model_dir=str(tmp_path / "absent"), model_id="OpenCLIP-ViT-B-32-laion2B")
+    source = resolve_model_source(settings)
+    assert source.display_name == "OpenCLIP-ViT-B-32-laion2B"
+    assert (source.name, source.pretrained) == ("ViT-B-32", "laion2b_s34b_b79k")

@@ -128,20 +128,20 @@ def test_item_knows_its_modality():
     assert Item(img("abc")).is_text is False
 
 
-def test_embed_normalises_by_default():
+def test_embed_normalises_by_default_and_keeps_the_item_order():
     enc = FakeEncoder()
-    result = embed(EmbedTask(texts=("a", "b"), images=(img("I"),)), enc)
+    result = embed(EmbedTask((Item("a"), Item(img("I")), Item("b"))), enc)
     assert result.normalized is True
-    np.testing.assert_allclose(result.texts, unit([enc.vector("text", "a"), enc.vector("text", "b")]), rtol=1e-6)
-    np.testing.assert_allclose(result.images, unit([enc.vector("image", "I")]), rtol=1e-6)
+    expected = unit([enc.vector("text", "a"), enc.vector("image", "I"), enc.vector("text", "b")])
+    np.testing.assert_allclose(result.vectors, expected, rtol=1e-6)
+    assert sorted(enc.calls) == [("image", ["I"]), ("text", ["a", "b"])]  # one call per modality
 
 
 def test_embed_without_normalisation_returns_raw_vectors():
     enc = FakeEncoder()
-    result = embed(EmbedTask(texts=("a",), normalize=False), enc)
+    result = embed(EmbedTask((Item("a"),), normalize=False), enc)
     assert result.normalized is False
-    np.testing.assert_array_equal(result.texts, [enc.vector("text", "a")])
-    assert result.images.shape[0] == 0
+    np.testing.assert_array_equal(result.vectors, [enc.vector("text", "a")])
     assert enc.calls == [("text", ["a"])]
 
 
@@ -197,7 +197,7 @@ def test_rank_a_zero_logit_bias_still_means_sigmoid():
 
 def test_run_dispatches_on_task_type():
     enc = FakeEncoder()
-    assert run(EmbedTask(texts=("a",)), enc).normalized is True
+    assert run(EmbedTask((Item("a"),)), enc).normalized is True
     assert run(RankTask((Item("a"),), (Item("b"),)), enc).scoring == "softmax"
     assert len(run(ClassifyTask((img("I"),), ("cat", "dog")), enc)) == 1
 

@@ -1,7 +1,7 @@
 """The HTTP layer: routes, the request pipeline and error rendering. Imports no torch.
 
-Every request to /invocations flows one way: decode the body (codecs) → detect its format and validate it
-(protocols) → run the task on the engine (tasks, engine) → render the format's answer → encode (codecs).
+Every request flows one way: decode the body (codecs) → detect its format and validate it (protocols) →
+run the task on the engine (tasks, engine) → render the format's answer → encode it for Accept (codecs).
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 from flask import Flask, Response, g, request
@@ -16,10 +17,12 @@ from werkzeug.exceptions import HTTPException
 
 from . import codecs, protocols, tasks
 from .errors import ApiError
+from .inputs import ImageSource
 from .settings import Settings
 
 log = logging.getLogger("clip_sagemaker.access")
 REQUEST_ID_HEADER = "X-Request-Id"
+CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -28,9 +31,11 @@ def _json_response(payload: Any, status: int = 200) -> Response:
 
 
 def create_app(settings: Settings, slot) -> Flask:
-    """`slot` holds the engine (engine.EngineSlot, or a test double with the same `ready()` / `get()`)."""
+    """`slot` holds the engine (readiness.EngineSlot, or a test double with the same `ready()` / `get()`)."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Records of one JSON Lines request run side by side, so that the model loop batches them together.
+    records_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="record")
 
     @app.before_request
     def start_timer() -> None:
@@ -64,9 +69,9 @@ def create_app(settings: Settings, slot) -> Flask:
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> Response:
         log.exception("unhandled error on %s %s id=%s", request.method, request.path, g.get("request_id"))
-        body = ApiError("internal server error; the request id in X-Request-Id identifies it in the logs",
-                        code="internal_error").body()
-        return _json_response(body, 500)
+        return _json_response(_internal_error_body(), 500)
+
+    # ---- health and model information -------------------------------------------------------------------
 
     @app.get("/ping")
     def ping() -> Response:
@@ -75,17 +80,108 @@ def create_app(settings: Settings, slot) -> Flask:
             return _json_response({"status": "ready"})
         return _json_response({"status": "unavailable"}, 503)
 
+    @app.get("/")
+    def root() -> Response:
+        """Seed 000's health check."""
+        if slot.ready():
+            return _json_response({"status": "ok"})
+        return _json_response({"status": "unavailable"}, 503)
+
+    @app.get("/info")
+    def info() -> Response:
+        engine = slot.get()
+        model = engine.info
+        return _json_response({
+            "model": model.name, "source": model.source, "embed_dim": model.embed_dim, "device": model.device,
+            "precision": model.precision, "image_size": list(model.image_size),
+            "context_length": model.context_length, "logit_scale": engine.model.logit_scale,
+            "logit_bias": engine.model.logit_bias,
+            "scoring": "softmax" if engine.model.logit_bias is None else "sigmoid",
+            "max_batch_size": engine.loop.max_batch_size})
+
+    # ---- inference ----------------------------------------------------------------------------------------
+
     @app.post("/invocations")
     def invocations() -> Response:
-        response_type = codecs.choose_response_type(request.headers.get("Accept"))
-        body = codecs.decode_request(request.get_data(cache=False), request.headers.get("Content-Type"))
-        call = protocols.detect(body, settings.max_items)
-        payload = run_call(call)
-        return Response(codecs.encode_json(payload), mimetype=response_type)
+        kind = codecs.request_kind(request.headers.get("Content-Type"))
+        options = codecs.parse_custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES_HEADER))
+        if kind == "jsonlines":
+            return _json_lines(options)
+        accept = codecs.choose_response_type(request.headers.get("Accept"))
+        if kind == "image":
+            image = ImageSource(request.get_data(cache=False), "body")
+            call = protocols.Call(tasks.EmbedTask((tasks.Item(image),)), _render_image_embedding, "image")
+        else:
+            call = protocols.detect(_json_body(), options, settings.max_items)
+        return _answer(call, accept)
 
-    def run_call(call: protocols.Call) -> Any:
+    def seed_route(format_name: str):
+        def handler() -> Response:
+            accept = codecs.choose_response_type(request.headers.get("Accept"), (codecs.JSON, codecs.NPY))
+            options = codecs.parse_custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES_HEADER))
+            return _answer(protocols.parse_as(format_name, _json_body(), options, settings.max_items), accept)
+        handler.__name__ = f"seed_{format_name}"
+        return handler
+
+    app.post("/embed")(seed_route("embed"))            # seed 000
+    app.post("/embeddings")(seed_route("embeddings"))  # seed 001
+    app.post("/rank")(seed_route("rank"))              # seed 002
+    app.post("/encode")(seed_route("encode"))          # seed 002
+
+    # ---- the pipeline -------------------------------------------------------------------------------------
+
+    def _json_body() -> Any:
+        if codecs.request_kind(request.headers.get("Content-Type")) != "json":
+            raise ApiError(f"this route takes {codecs.JSON}", code="unsupported_media_type", status=415)
+        return codecs.decode_request(request.get_data(cache=False), request.headers.get("Content-Type"))
+
+    def _run(call: protocols.Call) -> tuple[tasks.Result, protocols.Context]:
         engine = slot.get()
-        encoder = engine.for_request(g.started + settings.timeout_s)
-        return call.render(tasks.run(call.task, encoder), engine.info)
+        started = g.started
+        result = tasks.run(call.task, engine.for_request(started + settings.timeout_s))
+        return result, protocols.Context(engine.info, started)
+
+    def _answer(call: protocols.Call, accept: str) -> Response:
+        result, context = _run(call)
+        if accept == codecs.NPY:
+            return Response(codecs.encode_npy(protocols.as_array(result)), mimetype=codecs.NPY)
+        payload = call.render(result, context)
+        if accept == codecs.JSONLINES:
+            return Response(codecs.encode_json_lines([payload]), mimetype=codecs.JSONLINES)
+        return Response(codecs.encode_json(payload), mimetype=codecs.JSON)
+
+    def _json_lines(options: dict) -> Response:
+        """One answer per input line, in order; a failing record answers an error line in its place."""
+        accept = codecs.choose_response_type(request.headers.get("Accept"), (codecs.JSONLINES, codecs.JSON))
+        lines = codecs.split_lines(request.get_data(cache=False))
+        engine = slot.get()  # not ready is the whole request's answer (503), not every record's
+        deadline = g.started + settings.timeout_s
+
+        def record(line: bytes) -> Any:
+            try:
+                call = protocols.detect(codecs.decode_json(line), options, settings.max_items)
+                result = tasks.run(call.task, engine.for_request(deadline))
+                return call.render(result, protocols.Context(engine.info))
+            except ApiError as error:
+                return error.body()
+            except Exception:  # noqa: BLE001 - a bug on one record must not cost the others their answers
+                log.exception("record failed id=%s", g.get("request_id"))
+                return _internal_error_body()
+
+        answers = list(records_pool.map(record, lines))
+        if accept == codecs.JSON:
+            return Response(codecs.encode_json(answers), mimetype=codecs.JSON)
+        return Response(codecs.encode_json_lines(answers), mimetype=codecs.JSONLINES)
 
     return app
+
+
+def _internal_error_body() -> dict:
+    return ApiError("internal server error; the request id in X-Request-Id identifies it in the logs",
+                    code="internal_error").body()
+
+
+def _render_image_embedding(result: tasks.EmbedResult, ctx: protocols.Context) -> dict:
+    """A raw image body is answered like the general format's embed task with that one image."""
+    return {"task": "embed", "model": ctx.info.name, "dim": ctx.info.embed_dim, "normalized": result.normalized,
+            "text_embeddings": [], "image_embeddings": result.vectors}

@@ -1,9 +1,13 @@
-"""Request decoding by Content-Type and response encoding by Accept.
+"""Request decoding by Content-Type and response encoding by Accept, and the custom-attributes header.
 
-JSON goes through orjson, which writes numpy float32 arrays directly (no per-float Python objects).
+Request bodies are one JSON document, JSON Lines (one request per line), or one raw image. Answers are
+JSON, JSON Lines or a NumPy `.npy` array (what the SageMaker SDK's NumpyDeserializer reads). JSON goes
+through orjson, which writes numpy float32 arrays directly (no per-float Python objects).
 """
 from __future__ import annotations
 
+import io
+import re
 from typing import Any, Optional
 
 import numpy as np
@@ -12,8 +16,13 @@ import orjson
 from .errors import ApiError
 
 JSON = "application/json"
+JSONLINES = "application/jsonlines"
+NPY = "application/x-npy"
 _JSON_TYPES = {JSON, "text/json"}
-PRODUCIBLE = (JSON,)
+_JSONLINES_TYPES = {JSONLINES, "application/x-jsonlines", "application/jsonl", "application/x-ndjson",
+                    "application/ndjson"}
+_IMAGE_TYPES = {"application/x-image", "application/octet-stream"}
+PRODUCIBLE = (JSON, JSONLINES, NPY)
 
 
 def media_type(header: Optional[str]) -> tuple[str, dict[str, str]]:
@@ -45,13 +54,57 @@ def decode_json(body: bytes, charset: Optional[str] = None) -> Any:
         raise ApiError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
 
 
-def decode_request(body: bytes, content_type: Optional[str]) -> Any:
-    mime, params = media_type(content_type)
-    # SageMaker always forwards a Content-Type; curl users often omit it, and then JSON is the only guess.
+def request_kind(content_type: Optional[str]) -> str:
+    """"json", "jsonlines" or "image", from the Content-Type; 415 for anything else."""
+    mime, _ = media_type(content_type)
+    # SageMaker always forwards a Content-Type; curl users often omit it or send curl's form default.
     if mime in _JSON_TYPES or mime.endswith("+json") or mime in ("", "application/x-www-form-urlencoded"):
-        return decode_json(body, params.get("charset"))
-    raise ApiError(f"Content-Type {content_type!r} is not supported; send {JSON}", code="unsupported_media_type",
+        return "json"
+    if mime in _JSONLINES_TYPES:
+        return "jsonlines"
+    if mime.startswith("image/") or mime in _IMAGE_TYPES:
+        return "image"
+    raise ApiError(f"Content-Type {content_type!r} is not supported; send {JSON}, {JSONLINES} or an image "
+                   f"(image/jpeg, image/png, image/webp, application/x-image)", code="unsupported_media_type",
                    status=415)
+
+
+def decode_request(body: bytes, content_type: Optional[str]) -> Any:
+    """A JSON request body → its document (only for request_kind "json")."""
+    return decode_json(body, media_type(content_type)[1].get("charset"))
+
+
+def split_lines(body: bytes) -> list[bytes]:
+    """JSON Lines → one record per line; a final newline ends the last record rather than adding one."""
+    lines = body.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()
+    return [line.rstrip(b"\r") for line in lines]
+
+
+def parse_custom_attributes(header: Optional[str]) -> dict[str, Any]:
+    """`normalize=false,top_k=5` (also `;`-separated) → {"normalize": False, "top_k": 5}.
+
+    SageMaker passes X-Amzn-SageMaker-Custom-Attributes through unchanged; entries that are not key=value
+    pairs are someone else's (tracing tags, say) and are ignored.
+    """
+    options: dict[str, Any] = {}
+    for part in re.split(r"[,;]", header or ""):
+        key, eq, raw = part.partition("=")
+        if eq and key.strip():
+            options[key.strip()] = _typed(raw.strip())
+    return options
+
+
+def _typed(raw: str) -> Any:
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
 
 
 def _accepted(accept: str) -> list[tuple[float, int, str]]:
@@ -69,7 +122,7 @@ def _accepted(accept: str) -> list[tuple[float, int, str]]:
 
 
 def choose_response_type(accept: Optional[str], producible: tuple[str, ...] = PRODUCIBLE) -> str:
-    """The best type we can produce for an Accept header; missing or `*/*` means JSON."""
+    """The best type we can produce for an Accept header; missing or `*/*` means the first producible."""
     if not accept or not accept.strip():
         return producible[0]
     for quality, _, mime in _accepted(accept):
@@ -77,6 +130,8 @@ def choose_response_type(accept: Optional[str], producible: tuple[str, ...] = PR
             continue
         if mime in ("*/*", "application/*"):
             return producible[0]
+        if mime in _JSONLINES_TYPES and JSONLINES in producible:
+            return JSONLINES
         if mime in producible:
             return mime
     raise ApiError(f"cannot answer with any type in Accept {accept!r}; available: {', '.join(producible)}",
@@ -92,3 +147,13 @@ def _contiguous(value: Any) -> Any:
 
 def encode_json(payload: Any) -> bytes:
     return orjson.dumps(payload, default=_contiguous, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_json_lines(payloads: list[Any]) -> bytes:
+    return b"".join(encode_json(p) + b"\n" for p in payloads)
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()

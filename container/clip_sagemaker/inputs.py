@@ -11,6 +11,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -26,8 +27,8 @@ Image.MAX_IMAGE_PIXELS = None
 
 @dataclass(frozen=True)
 class ImageSource:
-    """One image as the client sent it, and where in the request it was."""
-    value: str
+    """One image as the client sent it (a string, or the raw bytes of an image body), and where it was."""
+    value: Union[str, bytes]
     field: str
 
 
@@ -46,6 +47,8 @@ def _decode_base64(text: str, field: str) -> bytes:
 
 def image_bytes(source: ImageSource) -> bytes:
     value = source.value
+    if isinstance(value, bytes):
+        return value
     match = _DATA_URI.match(value)
     if match:
         mime = (match.group("mime") or "").lower()

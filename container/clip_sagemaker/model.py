@@ -29,7 +29,7 @@ class ModelLoadError(Exception):
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    pretrained: str
+    source: str
     device: str
     precision: str
     embed_dim: int
@@ -68,7 +68,7 @@ class ClipModel:
         with torch.inference_mode():
             probe = self._model.encode_text(self.tokenize([""]).to(self._device))
         self.info = ModelInfo(
-            name=source.name, pretrained=source.pretrained or ("none" if source.random_weights else "local"),
+            name=source.display_name or source.name, source=source.description,
             device=str(self._device), precision=precision, embed_dim=int(probe.shape[-1]),
             image_size=image_size, context_length=int(getattr(tokenizer, "context_length", 77)))
 
@@ -105,8 +105,12 @@ def load_model(source: ModelSource, device: Optional[str] = None, precision: Opt
         log.warning("!!! SERVING RANDOM WEIGHTS: %s. Embeddings are meaningless; use this for benchmarks only !!!",
                     source.description)
     try:
+        # open_clip only warns when a tag's weights were trained with QuickGELU and the architecture
+        # lacks it (ViT-B-32 + openai); the embeddings are then subtly wrong, so use the right activation.
+        tag_cfg = open_clip.get_pretrained_cfg(source.name, source.pretrained) if source.pretrained else {}
         model, _, preprocess = open_clip.create_model_and_transforms(
             source.name, pretrained=source.pretrained, device=device, precision=precision,
+            force_quick_gelu=bool(tag_cfg.get("quick_gelu")),
             # Without this, a config with no weights next to it silently becomes a random model.
             require_pretrained=not source.random_weights)
         tokenizer = open_clip.get_tokenizer(source.name)

@@ -1,11 +1,14 @@
 """Decides where the model comes from, without loading it (and without importing torch).
 
 Precedence: a model in MODEL_DIR (the open_clip directory layout SageMaker unpacks `model.tar.gz` into),
-then MODEL_NAME + MODEL_PRETRAINED, then the default ViT-B-32 / laion2b_s34b_b79k. `serve` calls this before
+then CLIP_MODEL (seed 002's variable: `ARCH:tag`, `hf-hub:org/name`, or a Hugging Face repo name such as
+`openai/clip-vit-base-patch32`), then MODEL_NAME + MODEL_PRETRAINED (seed 001's), then the default
+ViT-B-32 / laion2b_s34b_b79k. `serve` calls this before
 starting gunicorn, so a wrong setting stops the container with one clear message instead of a crash loop.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -17,6 +20,15 @@ WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetens
                 "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth")
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
 RANDOM_WEIGHTS = "none"
+HF_HUB_PREFIX = "hf-hub:"
+# OpenAI's Hugging Face repos hold the same weights open_clip loads as `openai`; the -quickgelu
+# architectures use the activation those weights were trained with.
+OPENAI_REPOS = {
+    "openai/clip-vit-base-patch32": ("ViT-B-32-quickgelu", "openai"),
+    "openai/clip-vit-base-patch16": ("ViT-B-16-quickgelu", "openai"),
+    "openai/clip-vit-large-patch14": ("ViT-L-14-quickgelu", "openai"),
+    "openai/clip-vit-large-patch14-336": ("ViT-L-14-336-quickgelu", "openai"),
+}
 
 
 class ModelSourceError(Exception):
@@ -25,14 +37,15 @@ class ModelSourceError(Exception):
 
 @dataclass(frozen=True)
 class ModelSource:
-    """What open_clip is asked to load: `name` is an architecture or a `local-dir:` path."""
+    """What open_clip is asked to load: `name` is an architecture, `local-dir:` path or `hf-hub:` id."""
     name: str
     pretrained: Optional[str]
     description: str
+    display_name: str = ""  # what answers call the model (MODEL_ID overrides)
 
     @property
     def random_weights(self) -> bool:
-        return self.pretrained is None and not self.name.startswith("local-dir:")
+        return self.pretrained is None and not self.name.startswith(("local-dir:", HF_HUB_PREFIX))
 
 
 def _weights_in(directory: Path) -> Optional[Path]:
@@ -48,7 +61,8 @@ def _from_model_dir(settings: Settings) -> Optional[ModelSource]:
     weights = _weights_in(directory) if directory.is_dir() else None
     if config.is_file() and weights is not None:
         return ModelSource(name=f"local-dir:{directory}", pretrained=None,
-                           description=f"model directory {directory} ({weights.name})")
+                           description=f"model directory {directory} ({weights.name})",
+                           display_name=str(directory))
     # A directory that holds only half a model was meant to be used: falling back would serve something else.
     if settings.model_dir_explicit or config.is_file() or weights is not None:
         found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else None
@@ -59,17 +73,37 @@ def _from_model_dir(settings: Settings) -> Optional[ModelSource]:
     return None
 
 
-def resolve_model_source(settings: Settings) -> ModelSource:
-    source = _from_model_dir(settings)
-    if source is not None:
-        return source
-    pretrained = settings.model_pretrained
+def _from_clip_model(value: str, settings: Settings) -> ModelSource:
+    described = f"CLIP_MODEL={value}"
+    if value.lower() in OPENAI_REPOS:
+        arch, tag = OPENAI_REPOS[value.lower()]
+        return ModelSource(arch, tag, f"{described} (open_clip {arch} with {tag} weights)", value)
+    if value.startswith(HF_HUB_PREFIX) or ("/" in value and ":" not in value):
+        hub_id = value if value.startswith(HF_HUB_PREFIX) else HF_HUB_PREFIX + value
+        return ModelSource(hub_id, None, f"{described} (Hugging Face Hub repo {hub_id[len(HF_HUB_PREFIX):]})", value)
+    arch, _, tag = value.partition(":")
+    return dataclasses.replace(_from_name(arch, tag or settings.model_pretrained, described), display_name=value)
+
+
+def _from_name(arch: str, pretrained: str, described: str) -> ModelSource:
     if pretrained.lower() == RANDOM_WEIGHTS:
-        return ModelSource(name=settings.model_name, pretrained=None,
-                           description=f"{settings.model_name} with RANDOM weights (MODEL_PRETRAINED=none)")
+        return ModelSource(arch, None, f"{described}: {arch} with RANDOM weights (MODEL_PRETRAINED=none)",
+                           f"{arch}:{RANDOM_WEIGHTS}")
     looks_like_path = "/" in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES)
     if looks_like_path and not Path(pretrained).is_file():
-        raise ModelSourceError(f"MODEL_PRETRAINED={pretrained} looks like a checkpoint path, but no such file exists")
+        raise ModelSourceError(f"{described}: {pretrained} looks like a checkpoint path, but no such file exists")
     kind = "checkpoint" if looks_like_path else "pretrained tag"
-    return ModelSource(name=settings.model_name, pretrained=pretrained,
-                       description=f"{settings.model_name} with {kind} {pretrained}")
+    return ModelSource(arch, pretrained, f"{described}: {arch} with {kind} {pretrained}",
+                       f"{arch}:{Path(pretrained).name if looks_like_path else pretrained}")
+
+
+def resolve_model_source(settings: Settings) -> ModelSource:
+    source = _from_model_dir(settings)
+    if source is None and settings.clip_model:
+        source = _from_clip_model(settings.clip_model, settings)
+    if source is None:
+        source = _from_name(settings.model_name, settings.model_pretrained,
+                            f"MODEL_NAME={settings.model_name} MODEL_PRETRAINED={settings.model_pretrained}")
+    if settings.model_id:
+        source = dataclasses.replace(source, display_name=settings.model_id)
+    return source

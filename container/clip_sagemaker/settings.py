@@ -81,6 +81,8 @@ class Settings:
     model_dir_explicit: bool = False
     model_name: str = DEFAULT_MODEL_NAME
     model_pretrained: str = DEFAULT_MODEL_PRETRAINED
+    clip_model: Optional[str] = None
+    model_id: Optional[str] = None
     # Where and how it runs. None means "decide from the hardware".
     device: Optional[str] = None
     precision: Optional[str] = None
@@ -110,6 +112,8 @@ class Settings:
             model_dir_explicit=model_dir is not None,
             model_name=_text(env, "MODEL_NAME") or DEFAULT_MODEL_NAME,
             model_pretrained=_text(env, "MODEL_PRETRAINED") or DEFAULT_MODEL_PRETRAINED,
+            clip_model=_text(env, "CLIP_MODEL"),
+            model_id=_text(env, "MODEL_ID"),
             device=(_text(env, "DEVICE") or "").lower() or None,
             precision=precision,
             torch_threads=_int(env, "TORCH_NUM_THREADS", None),

@@ -40,15 +40,14 @@ class Item:
 
 @dataclass(frozen=True)
 class EmbedTask:
-    texts: tuple[str, ...] = ()
-    images: tuple[ImageSource, ...] = ()
+    """Texts and images to embed, in the order the answer lists them."""
+    items: tuple[Item, ...]
     normalize: bool = True
 
 
 @dataclass(frozen=True)
 class EmbedResult:
-    texts: np.ndarray
-    images: np.ndarray
+    vectors: np.ndarray  # [items, dim], rows in the task's item order
     normalized: bool
 
 
@@ -129,11 +128,8 @@ def encode_items(items: Sequence[Item], encoder: Encoder) -> np.ndarray:
 
 
 def embed(task: EmbedTask, encoder: Encoder) -> EmbedResult:
-    texts = encoder.encode_texts(task.texts) if task.texts else np.zeros((0, 0), np.float32)
-    images = encoder.encode_images(task.images) if task.images else np.zeros((0, 0), np.float32)
-    if task.normalize:
-        texts, images = l2_normalize(texts), l2_normalize(images)
-    return EmbedResult(texts=texts, images=images, normalized=task.normalize)
+    vectors = encode_items(task.items, encoder)
+    return EmbedResult(l2_normalize(vectors) if task.normalize else vectors, normalized=task.normalize)
 
 
 def rank(task: RankTask, encoder: Encoder) -> RankResult:

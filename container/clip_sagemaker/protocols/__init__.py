@@ -1,20 +1,44 @@
-"""Request formats: each turns a decoded JSON body into one internal task plus a renderer for its answer.
+"""Request formats: each turns a decoded JSON body into one internal task, plus a renderer for its answer.
 
-`detect` picks the format of a body posted to /invocations from its keys (the rule the README documents):
-1. an object with a `task` field is this container's own format (protocols/general.py);
-2. an object with `images` and `classes` is the SageMaker CLIP container's labelled classification (seed 003).
+`detect` picks the format of a body posted to /invocations from its shape, first match wins (the rule the
+README documents):
+
+1. an object with `task`                    → this container's own format (general.py)
+2. a list                                   → seed 002 `/encode` (clip_api_service.py)
+3. an object with `queries` + `candidates`  → seed 002 `/rank`
+4. an object with `images` + `classes`      → seed 003 labelled classification (labelled_classes.py)
+5. an object with `texts`                   → seed 000 `/embed` (openclip_service.py)
+6. an object with `text` and/or `image`     → seed 001 `/embeddings` (openclip_api.py)
+
+Each earlier system's own route calls `parse_as` with its format, so its bodies never need detecting.
+`options` come from the X-Amzn-SageMaker-Custom-Attributes header; a body's own fields win over them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
 
 from ..errors import ApiError
-from ..tasks import Result, Task
-from . import general, labelled_classes
+from ..tasks import Classification, EmbedResult, RankResult, Result, Task
+from . import clip_api_service, general, labelled_classes, openclip_api, openclip_service
 from .fields import type_name
 
-Render = Callable[[Result, Any], Any]
+
+@dataclass(frozen=True)
+class Context:
+    """What a renderer may need besides the result: the model's description and the request's start."""
+    info: Any
+    started: float = field(default_factory=time.monotonic)
+
+    def duration(self) -> float:
+        return time.monotonic() - self.started
+
+
+Render = Callable[[Result, Context], Any]
+Parse = Callable[[Any, Mapping[str, Any], int], "tuple[Task, Render]"]
 
 
 @dataclass(frozen=True)
@@ -22,16 +46,47 @@ class Call:
     """What a request asks for, and how to turn the task's result into that format's answer."""
     task: Task
     render: Render
+    format: str
 
 
-def detect(body: Any, max_items: int) -> Call:
+def _is_object_with(*keys: str) -> Callable[[Any], bool]:
+    return lambda body: isinstance(body, dict) and all(k in body for k in keys)
+
+
+FORMATS: tuple[tuple[str, Callable[[Any], bool], Parse], ...] = (
+    ("general", _is_object_with("task"), general.parse),
+    ("encode", lambda body: isinstance(body, list), clip_api_service.parse_encode),
+    ("rank", _is_object_with("queries", "candidates"), clip_api_service.parse_rank),
+    ("labelled-classes", _is_object_with("images", "classes"), labelled_classes.parse),
+    ("embed", _is_object_with("texts"), openclip_service.parse),
+    ("embeddings", lambda body: isinstance(body, dict) and ("text" in body or "image" in body), openclip_api.parse),
+)
+_PARSERS = {name: parse for name, _, parse in FORMATS}
+
+
+def detect(body: Any, options: Mapping[str, Any], max_items: int) -> Call:
+    for name, matches, parse in FORMATS:
+        if matches(body):
+            return Call(*parse(body, options, max_items), format=name)
     if isinstance(body, dict):
-        if "task" in body:
-            return Call(*general.parse(body, max_items))
-        if "images" in body and "classes" in body:
-            return Call(*labelled_classes.parse(body, max_items))
         keys = ", ".join(sorted(body)) or "none"
         raise ApiError(f"unrecognised request format (keys: {keys}); send {{\"task\": \"embed\" | \"rank\" | "
                        f"\"classify\", ...}} or one of the formats in the README", code="unknown_format")
-    raise ApiError(f"unrecognised request format: the body is {type_name(body)}, expected a JSON object",
+    raise ApiError(f"unrecognised request format: the body is {type_name(body)}, expected a JSON object or list",
                    code="unknown_format")
+
+
+def parse_as(name: str, body: Any, options: Mapping[str, Any], max_items: int) -> Call:
+    return Call(*_PARSERS[name](body, options, max_items), format=name)
+
+
+def as_array(result: Result) -> np.ndarray:
+    """The result as one float32 array, for `Accept: application/x-npy`: embeddings, or rank probabilities."""
+    if isinstance(result, EmbedResult):
+        return result.vectors.astype(np.float32)
+    if isinstance(result, RankResult):
+        return result.probabilities.astype(np.float32)
+    if isinstance(result, list) and all(isinstance(c, Classification) for c in result):
+        raise ApiError("a classification answer has no array form; ask for application/json",
+                       code="not_acceptable", status=406)
+    raise TypeError(f"no array form for {type(result).__name__}")

@@ -4,7 +4,7 @@ Each helper returns the clean value or raises an ApiError naming the field path 
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from ..errors import ApiError, invalid
 from ..inputs import ImageSource
@@ -48,9 +48,7 @@ def image(value: Any, field: str) -> ImageSource:
     return ImageSource(value, field)
 
 
-def items_list(body: dict, key: str, max_items: int, required: bool = True, path: str = "") -> list:
-    field = f"{path}{key}"
-    value = body.get(key, _MISSING)
+def as_list(value: Any, field: str, max_items: int, required: bool = True) -> list:
     if value is _MISSING or value is None:
         if required:
             raise ApiError(f"{field}: this field is required", code="missing_field", field=field)
@@ -63,6 +61,15 @@ def items_list(body: dict, key: str, max_items: int, required: bool = True, path
         raise ApiError(f"{field}: {len(value)} items, above the limit of {max_items} (MAX_ITEMS)",
                        code="too_many_items", field=field, status=413)
     return value
+
+
+def items_list(body: dict, key: str, max_items: int, required: bool = True) -> list:
+    return as_list(body.get(key, _MISSING), key, max_items, required)
+
+
+def with_options(body: dict, options: Mapping[str, Any], accepted: set[str]) -> dict:
+    """The body with the header options it accepts filled in; a field in the body itself wins."""
+    return {**{k: v for k, v in options.items() if k in accepted}, **body}
 
 
 def texts(body: dict, key: str, max_items: int, required: bool = True) -> tuple[str, ...]:

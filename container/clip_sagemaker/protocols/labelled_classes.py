@@ -3,19 +3,21 @@
 Answers a list with one `{"classification", "confidence", "prompts": [indices, labels, probabilities]}` per
 image; with plain-string classes (the older form) each image's answer is just the `prompts` triple. The
 original's fixed template, top 3 and 0.02 margin are the defaults; `prompt_template`, `top_k`, `margin` and
-`logit_scale` in the body override them.
+`logit_scale` in the body (or the custom-attributes header) override them.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from .. import tasks
 from . import fields
 
-KEYS = {"images", "classes", "prompt_template", "top_k", "margin", "logit_scale"}
+OPTIONS = {"prompt_template", "top_k", "margin", "logit_scale"}
+KEYS = {"images", "classes"} | OPTIONS
 
 
-def parse_classify(body: dict, max_items: int) -> tasks.ClassifyTask:
+def parse_classify(body: dict, options: Mapping[str, Any], max_items: int) -> tasks.ClassifyTask:
+    body = fields.with_options(body, options, OPTIONS)
     labels, class_ids = fields.classes(body, max_items)
     return tasks.ClassifyTask(
         images=fields.images(body, "images", max_items),
@@ -32,11 +34,11 @@ def prompts_triple(c: tasks.Classification) -> list:
     return [c.top_indices, c.top_labels, c.top_probabilities]
 
 
-def render(result: list[tasks.Classification], info: Any) -> list:
+def render(result: list[tasks.Classification], ctx: Any) -> list:
     return [prompts_triple(c) if c.classification is None else
             {"classification": c.classification, "confidence": c.confidence, "prompts": prompts_triple(c)}
             for c in result]
 
 
-def parse(body: dict, max_items: int):
-    return parse_classify(body, max_items), render
+def parse(body: Any, options: Mapping[str, Any], max_items: int):
+    return parse_classify(fields.require_object(body, "labelled classification"), options, max_items), render

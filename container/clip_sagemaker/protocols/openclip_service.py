@@ -1,0 +1,16 @@
+"""Seed 000, OpenCLIP as a Service: `POST /embed {"texts": [...], "normalize": true}` → `{"embeddings"}`."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .. import tasks
+from . import fields
+
+OPTIONS = {"normalize"}
+
+
+def parse(body: Any, options: Mapping[str, Any], max_items: int):
+    body = fields.with_options(fields.require_object(body, "POST /embed"), options, OPTIONS)
+    task = tasks.EmbedTask(tuple(tasks.Item(t) for t in fields.texts(body, "texts", max_items)),
+                           normalize=fields.boolean(body, "normalize", True))
+    return task, lambda result, ctx: {"embeddings": result.vectors}
