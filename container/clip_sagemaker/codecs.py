@@ -21,7 +21,8 @@ NPY = "application/x-npy"
 _JSON_TYPES = {JSON, "text/json"}
 _JSONLINES_TYPES = {JSONLINES, "application/x-jsonlines", "application/jsonl", "application/x-ndjson",
                     "application/ndjson"}
-_IMAGE_TYPES = {"application/x-image", "application/octet-stream"}
+# file-path/raw-bytes is the SageMaker SDK DataSerializer's default: a file's bytes, here an image's.
+_IMAGE_TYPES = {"application/x-image", "application/octet-stream", "file-path/raw-bytes"}
 PRODUCIBLE = (JSON, JSONLINES, NPY)
 
 
