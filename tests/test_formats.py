@@ -195,3 +195,68 @@ def test_custom_attributes_set_options_the_body_leaves_out(client, reference):
 def test_seed_routes_take_only_json(client):
     response = post(client, "/embed", b"\x89PNG", "image/png")
     assert response.status_code == 415
+
+
+# ---- images by URL (seed 002's img_uri, seed 003's URLs) ---------------------------------------------------
+
+@pytest.fixture()
+def url_client(settings, engine):
+    """An app whose operator allowed fetching from 127.0.0.1 (public endpoints refuse it)."""
+    from clip_sagemaker.app import create_app
+    from clip_sagemaker.engine import Engine
+    from clip_sagemaker.readiness import EngineSlot
+
+    allowed = settings.replace(image_url_allowed_hosts="127.0.0.1")
+    url_engine = Engine(engine.model, allowed)
+    yield create_app(allowed, EngineSlot(url_engine)).test_client()
+    url_engine.stop()
+
+
+def test_seed002_rank_example_with_an_img_uri(url_client, reference):
+    from static_server import serve_files
+
+    tshirt = encode(pattern(3), "JPEG", quality=95)
+    with serve_files({"/assets/test_tshirt.jpg": tshirt}, "image/jpeg") as base:
+        body = {"queries": [{"img_uri": f"{base}/assets/test_tshirt.jpg"}],
+                "candidates": [{"text": t} for t in SEED002_CANDIDATES]}
+        answer = ok(post(url_client, "/rank", body)).get_json()
+    _, probabilities = reference.rank(reference.images([tshirt]), reference.texts(SEED002_CANDIDATES))
+    np.testing.assert_allclose(answer["probabilities"], probabilities, atol=1e-4)
+
+
+def test_seed003_example_with_image_urls(url_client, reference):
+    from static_server import serve_files
+
+    photos = {f"/photo-{i}.png": encode(pattern(40 + i)) for i in range(2)}
+    classes = [["person", 1], ["bag", 0], ["person with a bag", 1], ["woman riding a horse", 1],
+               ["woman with a bag", 1], ["woman with black shirt and a bag", 1]]
+    with serve_files(photos) as base:
+        answers = ok(post(url_client, "/invocations", {"images": [f"{base}{p}" for p in photos],
+                                                       "classes": classes})).get_json()
+    expected = reference.classify_probabilities(list(photos.values()), [c[0] for c in classes])
+    for answer, probabilities in zip(answers, expected):
+        assert answer["confidence"] == pytest.approx(probabilities.max(), abs=1e-4)
+        selected = [i for i, p in enumerate(probabilities) if probabilities.max() - p <= 0.02]
+        assert answer["classification"] == int(any(classes[i][1] for i in selected))
+
+
+def test_image_urls_to_this_machine_are_refused_without_the_allow_list(client):
+    from static_server import serve_files
+
+    with serve_files({"/cat.png": encode(IMAGE)}) as base:
+        response = post(client, "/rank", {"queries": [{"img_uri": f"{base}/cat.png"}],
+                                          "candidates": [{"text": "cat"}]})
+    assert response.status_code == 403
+    assert response.get_json()["error"] == {
+        "code": "image_url_forbidden", "field": "queries[0].img_uri",
+        "message": response.get_json()["error"]["message"]}
+
+
+def test_an_unreachable_image_url_is_a_400_naming_the_item(url_client):
+    from static_server import serve_files
+
+    with serve_files({}) as base:
+        response = post(url_client, "/invocations", {"task": "embed", "images": [f"{base}/missing.png"]})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "image_fetch_failed"
+    assert response.get_json()["error"]["field"] == "images[0]"

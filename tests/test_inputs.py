@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from clip_sagemaker.errors import ApiError
+from clip_sagemaker.fetch import FetchPolicy
 from clip_sagemaker.inputs import ImageSource, decode_image, image_bytes, load_image
 from images import b64, data_uri, encode, pattern
 
@@ -19,7 +20,7 @@ PAYLOAD = b"\xfb\xff\xfehello"
 
 
 def _bytes_of(value: str, field: str = FIELD) -> bytes:
-    return image_bytes(ImageSource(value, field))
+    return image_bytes(ImageSource(value, field), FetchPolicy())
 
 
 def _error(value: str, field: str = FIELD) -> ApiError:
@@ -122,13 +123,16 @@ def test_empty_image_value_is_invalid_image(value):
     assert error.field == FIELD
 
 
-@pytest.mark.parametrize("url", ["https://example.com/cat.jpg", "http://host/x.png", "s3://bucket/key.png",
-                                 "file:///etc/passwd"])
-def test_url_is_an_unsupported_image_source(url):
+@pytest.mark.parametrize("url, status, code", [
+    ("http://127.0.0.1:9/x.png", 403, "image_url_forbidden"),
+    ("https://10.0.0.1/cat.jpg", 403, "image_url_forbidden"),
+    ("s3://bucket/key.png", 400, "unsupported_url_scheme"),
+    ("file:///etc/passwd", 400, "unsupported_url_scheme"),
+])
+def test_urls_go_through_the_safe_fetcher(url, status, code):
+    # Only addresses the fetcher refuses before connecting: no traffic leaves the test.
     error = _error(url)
-    assert error.code == "unsupported_image_source"
-    assert error.status == 400
-    assert error.field == FIELD
+    assert (error.status, error.code, error.field) == (status, code, FIELD)
 
 
 def test_error_carries_whatever_field_path_is_passed_in():
@@ -240,13 +244,13 @@ def test_image_exactly_at_max_pixels_is_accepted():
 
 def test_load_image_decodes_a_source_and_reports_its_field():
     image = pattern(12)
-    out = load_image(ImageSource(data_uri(image), "inputs[0]"), BIG)
+    out = load_image(ImageSource(data_uri(image), "inputs[0]"), BIG, FetchPolicy())
     np.testing.assert_array_equal(np.asarray(out), np.asarray(image))
     with pytest.raises(ApiError) as caught:
-        load_image(ImageSource(base64.b64encode(b"not an image").decode(), "inputs[5]"), BIG)
+        load_image(ImageSource(base64.b64encode(b"not an image").decode(), "inputs[5]"), BIG, FetchPolicy())
     assert caught.value.code == "invalid_image"
     assert caught.value.field == "inputs[5]"
     with pytest.raises(ApiError) as caught:
-        load_image(ImageSource(b64(pattern(12)), "inputs[1]"), 100)
+        load_image(ImageSource(b64(pattern(12)), "inputs[1]"), 100, FetchPolicy())
     assert caught.value.code == "image_too_large"
     assert caught.value.field == "inputs[1]"

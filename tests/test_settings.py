@@ -157,3 +157,15 @@ def test_an_unknown_log_level_is_a_settings_error():
     with pytest.raises(SettingsError, match="LOG_LEVEL"):
         Settings.from_env({"LOG_LEVEL": "verbose"})
     assert Settings.from_env({"LOG_LEVEL": "DEBUG"}).log_level == "debug"
+
+
+def test_image_url_settings_build_the_fetch_policy():
+    import pytest
+    from clip_sagemaker.settings import MB, Settings, SettingsError
+    settings = Settings.from_env({"IMAGE_URL_ALLOWED_HOSTS": "127.0.0.1, images.internal 10.0.0.0/8",
+                                  "MAX_IMAGE_MB": "3", "IMAGE_FETCH_TIMEOUT": "5"})
+    policy = settings.fetch_policy()
+    assert policy.max_bytes == 3 * MB and policy.total_timeout_s == 5.0 and policy.read_timeout_s == 5.0
+    assert "images.internal" in policy._allowed_names
+    with pytest.raises(SettingsError, match="IMAGE_URL_ALLOWED_HOSTS"):
+        Settings.from_env({"IMAGE_URL_ALLOWED_HOSTS": "10.0.0.0/33"})

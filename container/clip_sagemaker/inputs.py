@@ -1,4 +1,6 @@
-"""Image sources in requests (raw base64, `data:` URIs) → decoded RGB PIL images, with limits.
+"""Image sources in requests (raw base64, `data:` URIs, http(s) URLs, raw bytes) → decoded RGB PIL images.
+
+URLs go through fetch.py, which refuses internal addresses; decoding enforces the pixel limit.
 
 Every failure is an ApiError naming the request field the image came from, so one bad image fails only
 its own request (or its own record) with a 400, never the worker.
@@ -16,11 +18,11 @@ from typing import Union
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ApiError, invalid
+from .fetch import FetchPolicy, fetch_image, is_url
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
                        re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 # Decompression-bomb checks are ours (a 400 naming the limit), so Pillow's own warning is noise.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -45,7 +47,7 @@ def _decode_base64(text: str, field: str) -> bytes:
         raise invalid(field, "is not valid base64 (nor a data: URI)", code="invalid_base64") from None
 
 
-def image_bytes(source: ImageSource) -> bytes:
+def image_bytes(source: ImageSource, policy: FetchPolicy) -> bytes:
     value = source.value
     if isinstance(value, bytes):
         return value
@@ -59,9 +61,8 @@ def image_bytes(source: ImageSource) -> bytes:
             raise invalid(source.field, "data URI must be base64-encoded (data:image/...;base64,...)",
                           code="invalid_image")
         return _decode_base64(value[match.end():], source.field)
-    if _URL.match(value):
-        raise invalid(source.field, "image URLs are not accepted by this server; send base64 or a data: URI",
-                      code="unsupported_image_source")
+    if is_url(value):
+        return fetch_image(value, source.field, policy)
     return _decode_base64(value, source.field)
 
 
@@ -90,5 +91,5 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
                       code="invalid_image") from None
 
 
-def load_image(source: ImageSource, max_pixels: int) -> Image.Image:
-    return decode_image(image_bytes(source), source.field, max_pixels)
+def load_image(source: ImageSource, max_pixels: int, policy: FetchPolicy) -> Image.Image:
+    return decode_image(image_bytes(source, policy), source.field, max_pixels)

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
+from .fetch import FetchPolicy
+
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_MODEL_NAME = "ViT-B-32"
 DEFAULT_MODEL_PRETRAINED = "laion2b_s34b_b79k"
@@ -101,13 +103,17 @@ class Settings:
     max_body_bytes: int = 6 * MB
     max_items: int = 256
     max_image_pixels: int = 40_000_000
+    # Images given by URL.
+    image_url_allowed_hosts: str = ""
+    max_image_bytes: int = 25 * MB
+    image_fetch_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
         batch_mode = _bool(env, "SAGEMAKER_BATCH", False)
         model_dir = _text(env, "MODEL_DIR")
         precision = _choice(env, "PRECISION", ("fp32", "fp16", "bf16"))
-        return cls(
+        settings = cls(
             model_dir=model_dir or DEFAULT_MODEL_DIR,
             model_dir_explicit=model_dir is not None,
             model_name=_text(env, "MODEL_NAME") or DEFAULT_MODEL_NAME,
@@ -129,7 +135,20 @@ class Settings:
             max_body_bytes=_int(env, "MAX_BODY_MB", 100 if batch_mode else 6) * MB,
             max_items=_int(env, "MAX_ITEMS", 256),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000),
+            image_url_allowed_hosts=_text(env, "IMAGE_URL_ALLOWED_HOSTS") or "",
+            max_image_bytes=_int(env, "MAX_IMAGE_MB", 25) * MB,
+            image_fetch_timeout_s=_float(env, "IMAGE_FETCH_TIMEOUT", 30.0, 1.0),
         )
+        try:
+            settings.fetch_policy()
+        except ValueError as exc:
+            raise SettingsError(f"IMAGE_URL_ALLOWED_HOSTS: {exc}") from None
+        return settings
+
+    def fetch_policy(self) -> FetchPolicy:
+        return FetchPolicy(allowed_hosts=self.image_url_allowed_hosts, max_bytes=self.max_image_bytes,
+                           read_timeout_s=min(10.0, self.image_fetch_timeout_s),
+                           total_timeout_s=self.image_fetch_timeout_s)
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
