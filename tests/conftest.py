@@ -66,6 +66,19 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture()
+def url_client(settings, engine):
+    """A client of an app whose operator allowed image URLs on 127.0.0.1 (public endpoints refuse them)."""
+    from clip_sagemaker.app import create_app
+    from clip_sagemaker.engine import Engine
+    from clip_sagemaker.readiness import EngineSlot
+
+    allowed = settings.replace(image_url_allowed_hosts="127.0.0.1")
+    url_engine = Engine(engine.model, allowed)
+    yield create_app(allowed, EngineSlot(url_engine)).test_client()
+    url_engine.stop()
+
+
 @pytest.fixture(scope="session")
 def reference(tiny_model_dir):
     """open_clip itself on the same weights, with no code of ours in between."""

@@ -156,9 +156,15 @@ def test_integer_rejects_booleans(value):
     assert "a boolean" in error.message
 
 
-@pytest.mark.parametrize("value", [2.0, "3", None])
+@pytest.mark.parametrize("value", [2.0, "3"])
 def test_integer_rejects_non_integers(value):
     assert _error(fields.integer, {"top_k": value}, "top_k", 3, 1).field == "top_k"
+
+
+def test_null_options_mean_their_defaults():
+    assert fields.integer({"top_k": None}, "top_k", 3, 1) == 3
+    assert fields.boolean({"normalize": None}, "normalize", True) is True
+    assert fields.prompt_template({"prompt_template": None}, "prompt_template", "a {}") == "a {}"
 
 
 def test_integer_default_value_and_minimum():

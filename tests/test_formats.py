@@ -199,19 +199,6 @@ def test_seed_routes_take_only_json(client):
 
 # ---- images by URL (seed 002's img_uri, seed 003's URLs) ---------------------------------------------------
 
-@pytest.fixture()
-def url_client(settings, engine):
-    """An app whose operator allowed fetching from 127.0.0.1 (public endpoints refuse it)."""
-    from clip_sagemaker.app import create_app
-    from clip_sagemaker.engine import Engine
-    from clip_sagemaker.readiness import EngineSlot
-
-    allowed = settings.replace(image_url_allowed_hosts="127.0.0.1")
-    url_engine = Engine(engine.model, allowed)
-    yield create_app(allowed, EngineSlot(url_engine)).test_client()
-    url_engine.stop()
-
-
 def test_seed002_rank_example_with_an_img_uri(url_client, reference):
     from static_server import serve_files
 

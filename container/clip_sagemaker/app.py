@@ -5,6 +5,7 @@ run the task on the engine (tasks, engine) → render the format's answer → en
 """
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import re
 import time
@@ -24,6 +25,7 @@ log = logging.getLogger("clip_sagemaker.access")
 REQUEST_ID_HEADER = "X-Request-Id"
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+OPENAPI_FILE = "openapi.json"  # the OpenAPI 3.1 description of every route, next to this module
 
 
 def _json_response(payload: Any, status: int = 200) -> Response:
@@ -36,6 +38,7 @@ def create_app(settings: Settings, slot) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # Records of one JSON Lines request run side by side, so that the model loop batches them together.
     records_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="record")
+    openapi_document = importlib.resources.files(__package__).joinpath(OPENAPI_FILE).read_bytes()
 
     @app.before_request
     def start_timer() -> None:
@@ -98,6 +101,10 @@ def create_app(settings: Settings, slot) -> Flask:
             "logit_bias": engine.model.logit_bias,
             "scoring": "softmax" if engine.model.logit_bias is None else "sigmoid",
             "max_batch_size": engine.loop.max_batch_size})
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return Response(openapi_document, mimetype=codecs.JSON)
 
     # ---- inference ----------------------------------------------------------------------------------------
 

@@ -80,8 +80,12 @@ def images(body: dict, key: str, max_items: int, required: bool = True) -> tuple
     return tuple(image(v, f"{key}[{i}]") for i, v in enumerate(items_list(body, key, max_items, required)))
 
 
+# For every option, null means "the default", as leaving the field out does.
+
 def boolean(body: dict, key: str, default: bool) -> bool:
-    value = body.get(key, default)
+    value = body.get(key)
+    if value is None:
+        return default
     if not isinstance(value, bool):
         raise invalid(key, f"must be true or false, got {type_name(value)}")
     return value
@@ -99,7 +103,9 @@ def number(body: dict, key: str, default: Optional[float], minimum: float, maxim
 
 
 def integer(body: dict, key: str, default: int, minimum: int) -> int:
-    value = body.get(key, default)
+    value = body.get(key)
+    if value is None:
+        return default
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(key, f"must be a whole number, got {type_name(value)}")
     if value < minimum:
@@ -108,7 +114,9 @@ def integer(body: dict, key: str, default: int, minimum: int) -> int:
 
 
 def prompt_template(body: dict, key: str, default: str) -> str:
-    value = body.get(key, default)
+    value = body.get(key)
+    if value is None:
+        return default
     if not isinstance(value, str):
         raise invalid(key, f"must be a string, got {type_name(value)}")
     try:
