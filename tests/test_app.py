@@ -234,7 +234,7 @@ def test_empty_body_is_a_400(client):
 
 
 def test_unsupported_content_type_is_415_and_unproducible_accept_is_406(client):
-    response = client.post("/invocations", data=b"a,b", content_type="text/csv")
+    response = client.post("/invocations", data=b"a,b", content_type="text/plain")
     assert error_of(response, 415)["code"] == "unsupported_media_type"
     response = post(client, {"task": "embed", "texts": ["x"]}, Accept="text/html")
     assert error_of(response, 406)["code"] == "not_acceptable"

@@ -95,7 +95,7 @@ def test_malformed_json_is_a_400_malformed_json_error(body):
     assert caught.value.message.startswith("the body is not valid JSON")
 
 
-@pytest.mark.parametrize("content_type", ["text/csv", "application/x-npy", "text/plain; charset=utf-8"])
+@pytest.mark.parametrize("content_type", ["text/html", "application/x-npy", "text/plain; charset=utf-8"])
 def test_unsupported_content_type_is_a_415(content_type):
     with pytest.raises(ApiError) as caught:
         request_kind(content_type)

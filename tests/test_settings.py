@@ -81,11 +81,11 @@ def test_precision_accepts_each_supported_choice(value):
 
 
 @pytest.mark.parametrize("value", ["true", "TRUE", "1", "yes", "on"])
-def test_batch_mode_raises_timeout_and_body_limit_defaults(value):
+def test_batch_mode_raises_the_timeout_default(value):
     s = Settings.from_env({"SAGEMAKER_BATCH": value})
     assert s.batch_mode is True
     assert s.timeout_s == 600.0
-    assert s.max_body_bytes == 100 * MB
+    assert s.max_body_bytes == 6 * MB  # batch requests get the announced MaxPayloadInMB instead (batch.py)
 
 
 @pytest.mark.parametrize("value", ["false", "0", "no", "off", "Off"])
@@ -169,3 +169,19 @@ def test_image_url_settings_build_the_fetch_policy():
     assert "images.internal" in policy._allowed_names
     with pytest.raises(SettingsError, match="IMAGE_URL_ALLOWED_HOSTS"):
         Settings.from_env({"IMAGE_URL_ALLOWED_HOSTS": "10.0.0.0/33"})
+
+
+def test_the_jobs_batch_settings_win_over_the_containers():
+    from clip_sagemaker.settings import Settings
+    s = Settings.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "20", "BATCH_MAX_PAYLOAD_MB": "8",
+                           "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "3", "BATCH_MAX_CONCURRENT_TRANSFORMS": "9"})
+    assert (s.batch_max_payload_mb, s.batch_max_concurrent) == (20, 3)
+    s = Settings.from_env({"BATCH_MAX_PAYLOAD_MB": "8", "BATCH_MAX_CONCURRENT_TRANSFORMS": "9"})
+    assert (s.batch_max_payload_mb, s.batch_max_concurrent) == (8, 9)
+
+
+def test_a_payload_above_batch_transforms_limit_is_refused():
+    import pytest
+    from clip_sagemaker.settings import Settings, SettingsError
+    with pytest.raises(SettingsError, match="100"):
+        Settings.from_env({"BATCH_MAX_PAYLOAD_MB": "101"})

@@ -16,10 +16,11 @@ from typing import Any, Optional
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from . import codecs, protocols, tasks
+from . import batch, codecs, protocols, tasks
 from .errors import ApiError
 from .inputs import ImageSource
-from .settings import Settings
+from .resources import plan_layout
+from .settings import MB, Settings
 
 log = logging.getLogger("clip_sagemaker.access")
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -35,7 +36,9 @@ def _json_response(payload: Any, status: int = 200) -> Response:
 def create_app(settings: Settings, slot) -> Flask:
     """`slot` holds the engine (readiness.EngineSlot, or a test double with the same `ready()` / `get()`)."""
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    parameters = batch.execution_parameters(settings, plan_layout(settings))
+    # The largest body any request may have; each route then holds its own kind to its own limit.
+    app.config["MAX_CONTENT_LENGTH"] = batch.body_limit(settings, parameters, batch_request=True)
     # Records of one JSON Lines request run side by side, so that the model loop batches them together.
     records_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="record")
     openapi_document = importlib.resources.files(__package__).joinpath(OPENAPI_FILE).read_bytes()
@@ -64,9 +67,7 @@ def create_app(settings: Settings, slot) -> Flask:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.code, "http_error")
         message = error.description
         if error.code == 413:
-            code = "body_too_large"
-            message = (f"the request body is larger than {settings.max_body_bytes // (1024 * 1024)} MB "
-                       f"(MAX_BODY_MB)")
+            return api_error(_too_large(app.config["MAX_CONTENT_LENGTH"], batch_request=True))
         return _json_response(ApiError(message, code=code).body(), error.code or 500)
 
     @app.errorhandler(Exception)
@@ -90,6 +91,11 @@ def create_app(settings: Settings, slot) -> Flask:
             return _json_response({"status": "ok"})
         return _json_response({"status": "unavailable"}, 503)
 
+    @app.get("/execution-parameters")
+    def execution_parameters() -> Response:
+        """Batch Transform asks this once before the first invocation; the job's own settings win."""
+        return _json_response(parameters.as_json())
+
     @app.get("/info")
     def info() -> Response:
         engine = slot.get()
@@ -112,11 +118,11 @@ def create_app(settings: Settings, slot) -> Flask:
     def invocations() -> Response:
         kind = codecs.request_kind(request.headers.get("Content-Type"))
         options = codecs.parse_custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES_HEADER))
-        if kind == "jsonlines":
-            return _json_lines(options)
+        if kind in ("jsonlines", "csv"):
+            return _records(kind, options)
         accept = codecs.choose_response_type(request.headers.get("Accept"))
         if kind == "image":
-            image = ImageSource(request.get_data(cache=False), "body")
+            image = ImageSource(_body(batch_request=False), "body")
             call = protocols.Call(tasks.EmbedTask((tasks.Item(image),)), _render_image_embedding, "image")
         else:
             call = protocols.detect(_json_body(), options, settings.max_items)
@@ -140,7 +146,7 @@ def create_app(settings: Settings, slot) -> Flask:
     def _json_body() -> Any:
         if codecs.request_kind(request.headers.get("Content-Type")) != "json":
             raise ApiError(f"this route takes {codecs.JSON}", code="unsupported_media_type", status=415)
-        return codecs.decode_request(request.get_data(cache=False), request.headers.get("Content-Type"))
+        return codecs.decode_request(_body(batch_request=False), request.headers.get("Content-Type"))
 
     def _run(call: protocols.Call) -> tuple[tasks.Result, protocols.Context]:
         engine = slot.get()
@@ -157,30 +163,39 @@ def create_app(settings: Settings, slot) -> Flask:
             return Response(codecs.encode_json_lines([payload]), mimetype=codecs.JSONLINES)
         return Response(codecs.encode_json(payload), mimetype=codecs.JSON)
 
-    def _json_lines(options: dict) -> Response:
-        """One answer per input line, in order; a failing record answers an error line in its place."""
-        accept = codecs.choose_response_type(request.headers.get("Accept"), (codecs.JSONLINES, codecs.JSON))
-        lines = codecs.split_lines(request.get_data(cache=False))
+    def _records(kind: str, options: dict) -> Response:
+        """JSON Lines or CSV: one answer per input line, in order; a failing record answers an error line."""
+        producible = (codecs.JSONLINES, codecs.JSON) + ((codecs.CSV,) if kind == "csv" else ())
+        accept = codecs.choose_response_type(request.headers.get("Accept"), producible)
+        lines = codecs.split_lines(_body(batch_request=True))
         engine = slot.get()  # not ready is the whole request's answer (503), not every record's
-        deadline = g.started + settings.timeout_s
-
-        def record(line: bytes) -> Any:
-            try:
-                call = protocols.detect(codecs.decode_json(line), options, settings.max_items)
-                result = tasks.run(call.task, engine.for_request(deadline))
-                return call.render(result, protocols.Context(engine.info))
-            except ApiError as error:
-                return error.body()
-            except Exception:  # noqa: BLE001 - a bug on one record must not cost the others their answers
-                log.exception("record failed id=%s", g.get("request_id"))
-                return _internal_error_body()
-
-        answers = list(records_pool.map(record, lines))
+        if kind == "csv":
+            records = [batch.csv_record(line, options) for line in lines]
+        else:
+            records = [batch.json_record(line, options, settings.max_items) for line in lines]
+        answers = batch.answer_records(records, engine, g.started + settings.timeout_s, records_pool)
+        if accept == codecs.CSV:
+            return Response(codecs.encode_csv_embeddings(answers), mimetype=codecs.CSV)
         if accept == codecs.JSON:
             return Response(codecs.encode_json(answers), mimetype=codecs.JSON)
         return Response(codecs.encode_json_lines(answers), mimetype=codecs.JSONLINES)
 
+    def _body(batch_request: bool) -> bytes:
+        limit = batch.body_limit(settings, parameters, batch_request)
+        if request.content_length is not None and request.content_length > limit:
+            raise _too_large(limit, batch_request)
+        body = request.get_data(cache=False)
+        if len(body) > limit:
+            raise _too_large(limit, batch_request)
+        return body
+
     return app
+
+
+def _too_large(limit: int, batch_request: bool) -> ApiError:
+    setting = "the announced MaxPayloadInMB (BATCH_MAX_PAYLOAD_MB)" if batch_request else "MAX_BODY_MB"
+    return ApiError(f"the request body is larger than {limit / MB:g} MB, the limit of {setting}",
+                    code="body_too_large", status=413)
 
 
 def _internal_error_body() -> dict:

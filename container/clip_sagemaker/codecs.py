@@ -6,6 +6,7 @@ through orjson, which writes numpy float32 arrays directly (no per-float Python 
 """
 from __future__ import annotations
 
+import csv
 import io
 import re
 from typing import Any, Optional
@@ -18,6 +19,7 @@ from .errors import ApiError
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
 NPY = "application/x-npy"
+CSV = "text/csv"
 _JSON_TYPES = {JSON, "text/json"}
 _JSONLINES_TYPES = {JSONLINES, "application/x-jsonlines", "application/jsonl", "application/x-ndjson",
                     "application/ndjson"}
@@ -63,6 +65,8 @@ def request_kind(content_type: Optional[str]) -> str:
         return "json"
     if mime in _JSONLINES_TYPES:
         return "jsonlines"
+    if mime == CSV:
+        return "csv"
     if mime.startswith("image/") or mime in _IMAGE_TYPES:
         return "image"
     raise ApiError(f"Content-Type {content_type!r} is not supported; send {JSON}, {JSONLINES} or an image "
@@ -152,6 +156,19 @@ def encode_json(payload: Any) -> bytes:
 
 def encode_json_lines(payloads: list[Any]) -> bytes:
     return b"".join(encode_json(p) + b"\n" for p in payloads)
+
+
+def encode_csv_embeddings(answers: list[dict]) -> bytes:
+    """One CSV line per answer: the embedding's numbers, or `error,<code>,<message>` for a failed record."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for answer in answers:
+        if "embedding" in answer:
+            writer.writerow(np.asarray(answer["embedding"], dtype=np.float32).tolist())
+        else:
+            error = answer.get("error", {})
+            writer.writerow(["error", error.get("code", ""), error.get("message", "")])
+    return buffer.getvalue().encode()
 
 
 def encode_npy(array: np.ndarray) -> bytes:

@@ -14,12 +14,13 @@ import numpy as np
 from PIL import Image
 
 from .batcher import ModelLoop, QueueFull
-from .errors import Unavailable
+from .errors import ApiError, Unavailable
 from .inputs import ImageSource, load_image
-from .model import IMAGE, TEXT, ClipModel, ModelInfo, load_model
+from .model import ClipModel, ModelInfo, load_model
 from .model_source import resolve_model_source
 from .resources import Layout
 from .settings import Settings
+from .tasks import IMAGE, TEXT
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,20 @@ class Engine:
         return self.loop.healthy()
 
     def prepare_images(self, images: Sequence[ImageSource]) -> list:
-        """Fetch, decode and preprocess a request's images side by side (I/O and Pillow release the GIL)."""
+        """Fetch, decode and preprocess a request's images side by side (I/O and Pillow release the GIL);
+        the first image that fails, in request order, fails the request."""
         if len(images) == 1:
             return [self._prepare_image(images[0])]
         return list(self._image_pool.map(self._prepare_image, images))
+
+    def prepare_each(self, images: Sequence[ImageSource]) -> list:
+        """Like prepare_images, but an image that fails gives its ApiError in its place (batch records)."""
+        def attempt(source: ImageSource):
+            try:
+                return self._prepare_image(source)
+            except ApiError as error:
+                return error
+        return list(self._image_pool.map(attempt, images))
 
     def _prepare_image(self, source: ImageSource):
         image = load_image(source, self.settings.max_image_pixels, self._fetch_policy)

@@ -14,11 +14,10 @@ import numpy as np
 import torch
 
 from .model_source import ModelSource
+from .tasks import IMAGE, TEXT
 
 log = logging.getLogger(__name__)
 
-IMAGE = "image"
-TEXT = "text"
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 

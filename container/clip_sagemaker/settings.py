@@ -99,8 +99,11 @@ class Settings:
     # Model loop.
     max_batch_size: Optional[int] = None
     max_queue: int = 1024
-    # Request limits.
+    # Request limits. Batch requests (JSON Lines, CSV, or any request under SAGEMAKER_BATCH) may be as large
+    # as the MaxPayloadInMB the container announces; others keep SageMaker's real-time 6 MB.
     max_body_bytes: int = 6 * MB
+    batch_max_payload_mb: Optional[int] = None
+    batch_max_concurrent: Optional[int] = None
     max_items: int = 256
     max_image_pixels: int = 40_000_000
     # Images given by URL.
@@ -132,13 +135,21 @@ class Settings:
             log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error", "critical")) or "info",
             max_batch_size=_int(env, "MAX_BATCH_SIZE", None),
             max_queue=_int(env, "MAX_QUEUE", 1024),
-            max_body_bytes=_int(env, "MAX_BODY_MB", 100 if batch_mode else 6) * MB,
+            max_body_bytes=_int(env, "MAX_BODY_MB", 6) * MB,
+            # The job's own settings (SageMaker passes them as SAGEMAKER_*) win over the container's defaults.
+            batch_max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", None)
+            or _int(env, "BATCH_MAX_PAYLOAD_MB", None),
+            batch_max_concurrent=_int(env, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", None)
+            or _int(env, "BATCH_MAX_CONCURRENT_TRANSFORMS", None),
             max_items=_int(env, "MAX_ITEMS", 256),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000),
             image_url_allowed_hosts=_text(env, "IMAGE_URL_ALLOWED_HOSTS") or "",
             max_image_bytes=_int(env, "MAX_IMAGE_MB", 25) * MB,
             image_fetch_timeout_s=_float(env, "IMAGE_FETCH_TIMEOUT", 30.0, 1.0),
         )
+        if (settings.batch_max_payload_mb or 0) > 100:
+            raise SettingsError(f"a MaxPayloadInMB of {settings.batch_max_payload_mb} is above Batch Transform's "
+                                f"limit of 100 (BATCH_MAX_PAYLOAD_MB / SAGEMAKER_MAX_PAYLOAD_IN_MB)")
         try:
             settings.fetch_policy()
         except ValueError as exc:

@@ -12,6 +12,9 @@ import numpy as np
 
 from .inputs import ImageSource
 
+# The two modalities: the model's two towers, and the two kinds of job its loop batches.
+TEXT = "text"
+IMAGE = "image"
 # Seed 003's fixed semantics: prompt "a photo of a {label}", softmax of 100 x cosine, top 3, 0.02 margin.
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {label}"
 DEFAULT_CLASSIFY_SCALE = 100.0
