@@ -10,17 +10,18 @@ from PIL import Image
 
 from clip_sagemaker.errors import ApiError
 from clip_sagemaker.fetch import FetchPolicy
-from clip_sagemaker.inputs import ImageSource, decode_image, image_bytes, load_image
+from clip_sagemaker.inputs import ImageSource, UrlReader, decode_image, image_bytes, load_image
 from images import b64, data_uri, encode, pattern
 
 FIELD = "images[3]"
+URLS = UrlReader(FetchPolicy())
 BIG = 10 ** 9
 # 8 bytes: base64 ends in a single "=", and "\xfb\xff" puts "+" and "/" (or "-" and "_") into it.
 PAYLOAD = b"\xfb\xff\xfehello"
 
 
 def _bytes_of(value: str, field: str = FIELD) -> bytes:
-    return image_bytes(ImageSource(value, field), FetchPolicy())
+    return image_bytes(ImageSource(value, field), URLS)
 
 
 def _error(value: str, field: str = FIELD) -> ApiError:
@@ -126,7 +127,7 @@ def test_empty_image_value_is_invalid_image(value):
 @pytest.mark.parametrize("url, status, code", [
     ("http://127.0.0.1:9/x.png", 403, "image_url_forbidden"),
     ("https://10.0.0.1/cat.jpg", 403, "image_url_forbidden"),
-    ("s3://bucket/key.png", 400, "unsupported_url_scheme"),
+    ("s3:///no-bucket.png", 400, "invalid_field"),
     ("file:///etc/passwd", 400, "unsupported_url_scheme"),
 ])
 def test_urls_go_through_the_safe_fetcher(url, status, code):
@@ -244,13 +245,13 @@ def test_image_exactly_at_max_pixels_is_accepted():
 
 def test_load_image_decodes_a_source_and_reports_its_field():
     image = pattern(12)
-    out = load_image(ImageSource(data_uri(image), "inputs[0]"), BIG, FetchPolicy())
+    out = load_image(ImageSource(data_uri(image), "inputs[0]"), BIG, URLS)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(image))
     with pytest.raises(ApiError) as caught:
-        load_image(ImageSource(base64.b64encode(b"not an image").decode(), "inputs[5]"), BIG, FetchPolicy())
+        load_image(ImageSource(base64.b64encode(b"not an image").decode(), "inputs[5]"), BIG, URLS)
     assert caught.value.code == "invalid_image"
     assert caught.value.field == "inputs[5]"
     with pytest.raises(ApiError) as caught:
-        load_image(ImageSource(b64(pattern(12)), "inputs[1]"), 100, FetchPolicy())
+        load_image(ImageSource(b64(pattern(12)), "inputs[1]"), 100, URLS)
     assert caught.value.code == "image_too_large"
     assert caught.value.field == "inputs[1]"

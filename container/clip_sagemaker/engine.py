@@ -15,7 +15,7 @@ from PIL import Image
 
 from .batcher import ModelLoop, QueueFull
 from .errors import ApiError, Unavailable
-from .inputs import ImageSource, load_image
+from .inputs import ImageSource, UrlReader, load_image
 from .model import ClipModel, ModelInfo, load_model
 from .model_source import resolve_model_source
 from .resources import Layout
@@ -36,7 +36,7 @@ class Engine:
         self.settings = settings
         self.loop = ModelLoop(model.encode, settings.max_batch_size or default_batch_size(model.info.device),
                               settings.max_queue, stuck_after_s=settings.timeout_s).start()
-        self._fetch_policy = settings.fetch_policy()
+        self._urls = UrlReader(settings.fetch_policy(), settings.image_s3_buckets)
         self._image_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="image")
 
     @property
@@ -63,7 +63,7 @@ class Engine:
         return list(self._image_pool.map(attempt, images))
 
     def _prepare_image(self, source: ImageSource):
-        image = load_image(source, self.settings.max_image_pixels, self._fetch_policy)
+        image = load_image(source, self.settings.max_image_pixels, self._urls)
         return self.model.prepare_image(image)
 
     def for_request(self, deadline: float) -> "RequestEncoder":

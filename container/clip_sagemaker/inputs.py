@@ -1,6 +1,7 @@
-"""Image sources in requests (raw base64, `data:` URIs, http(s) URLs, raw bytes) → decoded RGB PIL images.
+"""Image sources in requests (raw base64, `data:` URIs, http(s) and s3 URLs, raw bytes) → RGB PIL images.
 
-URLs go through fetch.py, which refuses internal addresses; decoding enforces the pixel limit.
+http(s) URLs go through fetch.py, which refuses internal addresses; s3:// through s3_images.py; decoding
+enforces the pixel limit.
 
 Every failure is an ApiError naming the request field the image came from, so one bad image fails only
 its own request (or its own record) with a 400, never the worker.
@@ -19,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ApiError, invalid
 from .fetch import FetchPolicy, fetch_image, is_url
+from .s3_images import S3ImageReader
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
                        re.IGNORECASE)
@@ -47,7 +49,20 @@ def _decode_base64(text: str, field: str) -> bytes:
         raise invalid(field, "is not valid base64 (nor a data: URI)", code="invalid_base64") from None
 
 
-def image_bytes(source: ImageSource, policy: FetchPolicy) -> bytes:
+class UrlReader:
+    """Reads images given by URL: http(s) through fetch.py's guarded fetcher, s3:// through boto3."""
+
+    def __init__(self, policy: FetchPolicy, s3_buckets: tuple[str, ...] = ()):
+        self.policy = policy
+        self._s3 = S3ImageReader(policy, s3_buckets)
+
+    def read(self, url: str, field: str) -> bytes:
+        if url[:5].lower() == "s3://":
+            return self._s3.read(url, field)
+        return fetch_image(url, field, self.policy)
+
+
+def image_bytes(source: ImageSource, urls: UrlReader) -> bytes:
     value = source.value
     if isinstance(value, bytes):
         return value
@@ -62,7 +77,7 @@ def image_bytes(source: ImageSource, policy: FetchPolicy) -> bytes:
                           code="invalid_image")
         return _decode_base64(value[match.end():], source.field)
     if is_url(value):
-        return fetch_image(value, source.field, policy)
+        return urls.read(value, source.field)
     return _decode_base64(value, source.field)
 
 
@@ -91,5 +106,5 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
                       code="invalid_image") from None
 
 
-def load_image(source: ImageSource, max_pixels: int, policy: FetchPolicy) -> Image.Image:
-    return decode_image(image_bytes(source, policy), source.field, max_pixels)
+def load_image(source: ImageSource, max_pixels: int, urls: UrlReader) -> Image.Image:
+    return decode_image(image_bytes(source, urls), source.field, max_pixels)

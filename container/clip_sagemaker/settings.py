@@ -110,6 +110,7 @@ class Settings:
     image_url_allowed_hosts: str = ""
     max_image_bytes: int = 25 * MB
     image_fetch_timeout_s: float = 30.0
+    image_s3_buckets: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -146,6 +147,7 @@ class Settings:
             image_url_allowed_hosts=_text(env, "IMAGE_URL_ALLOWED_HOSTS") or "",
             max_image_bytes=_int(env, "MAX_IMAGE_MB", 25) * MB,
             image_fetch_timeout_s=_float(env, "IMAGE_FETCH_TIMEOUT", 30.0, 1.0),
+            image_s3_buckets=tuple((_text(env, "IMAGE_S3_BUCKETS") or "").replace(",", " ").split()),
         )
         if (settings.batch_max_payload_mb or 0) > 100:
             raise SettingsError(f"a MaxPayloadInMB of {settings.batch_max_payload_mb} is above Batch Transform's "
