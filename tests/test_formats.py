@@ -247,3 +247,11 @@ def test_an_unreachable_image_url_is_a_400_naming_the_item(url_client):
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "image_fetch_failed"
     assert response.get_json()["error"]["field"] == "images[0]"
+
+
+def test_raw_image_body_honours_normalize_from_custom_attributes(client, reference):
+    data = encode(IMAGE, "PNG")
+    answer = ok(post(client, "/invocations", data, "image/png",
+                     **{"X-Amzn-SageMaker-Custom-Attributes": "normalize=false"})).get_json()
+    np.testing.assert_allclose(answer["image_embeddings"], reference.images([data], normalize=False), atol=1e-5)
+    assert answer["normalized"] is False

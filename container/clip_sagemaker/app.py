@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from . import batch, codecs, protocols, tasks
 from .errors import ApiError
 from .inputs import ImageSource
+from .protocols import fields
 from .resources import plan_layout
 from .settings import MB, Settings
 
@@ -123,7 +124,8 @@ def create_app(settings: Settings, slot) -> Flask:
         accept = codecs.choose_response_type(request.headers.get("Accept"))
         if kind == "image":
             image = ImageSource(_body(batch_request=False), "body")
-            call = protocols.Call(tasks.EmbedTask((tasks.Item(image),)), _render_image_embedding, "image")
+            normalize = fields.boolean(fields.with_options({}, options, {"normalize"}), "normalize", True)
+            call = protocols.Call(tasks.EmbedTask((tasks.Item(image),), normalize), _render_image_embedding, "image")
         else:
             call = protocols.detect(_json_body(), options, settings.max_items)
         return _answer(call, accept)
@@ -173,7 +175,7 @@ def create_app(settings: Settings, slot) -> Flask:
             records = [batch.csv_record(line, options) for line in lines]
         else:
             records = [batch.json_record(line, options, settings.max_items) for line in lines]
-        answers = batch.answer_records(records, engine, g.started + settings.timeout_s, records_pool)
+        answers = batch.answer_records(records, engine, g.started, g.started + settings.timeout_s, records_pool)
         if accept == codecs.CSV:
             return Response(codecs.encode_csv_embeddings(answers), mimetype=codecs.CSV)
         if accept == codecs.JSON:

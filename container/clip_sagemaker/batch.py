@@ -123,13 +123,13 @@ def csv_record(line: bytes, options: Mapping[str, Any]) -> Record:
         return FailedRecord(error)
 
 
-def answer_records(records: list[Record], engine, deadline: float, pool: Executor) -> list[Any]:
+def answer_records(records: list[Record], engine, started: float, deadline: float, pool: Executor) -> list[Any]:
     """One answer per record, in order. Item records share forward passes; full requests run side by side."""
     answers: list[Any] = [None] * len(records)
     encoder = engine.for_request(deadline)
     items = [(i, r) for i, r in enumerate(records) if isinstance(r, ItemRecord)]
     calls = [(i, r) for i, r in enumerate(records) if isinstance(r, protocols.Call)]
-    pending = [(i, pool.submit(_run_call, call, engine, deadline)) for i, call in calls]
+    pending = [(i, pool.submit(_run_call, call, engine, started, deadline)) for i, call in calls]
     for i, vector_or_error in zip([i for i, _ in items], _encode_items([r for _, r in items], engine, encoder)):
         record = records[i]
         if isinstance(vector_or_error, ApiError):
@@ -168,10 +168,10 @@ def _encode_items(records: list[ItemRecord], engine, encoder) -> list[Union[np.n
     return results
 
 
-def _run_call(call: protocols.Call, engine, deadline: float) -> Any:
+def _run_call(call: protocols.Call, engine, started: float, deadline: float) -> Any:
     try:
         result = tasks.run(call.task, engine.for_request(deadline))
-        return call.render(result, protocols.Context(engine.info))
+        return call.render(result, protocols.Context(engine.info, started))
     except ApiError as error:
         return error.body()
     except Exception:  # noqa: BLE001 - a bug on one record must not cost the others their answers

@@ -69,9 +69,8 @@ def request_kind(content_type: Optional[str]) -> str:
         return "csv"
     if mime.startswith("image/") or mime in _IMAGE_TYPES:
         return "image"
-    raise ApiError(f"Content-Type {content_type!r} is not supported; send {JSON}, {JSONLINES} or an image "
-                   f"(image/jpeg, image/png, image/webp, application/x-image)", code="unsupported_media_type",
-                   status=415)
+    raise ApiError(f"Content-Type {content_type!r} is not supported; send {JSON}, {JSONLINES}, {CSV} or an "
+                   f"image (image/*, {', '.join(sorted(_IMAGE_TYPES))})", code="unsupported_media_type", status=415)
 
 
 def decode_request(body: bytes, content_type: Optional[str]) -> Any:
