@@ -1,0 +1,624 @@
+"""local_test/deploy.py: every AWS call checked with botocore's Stubber (exact parameters, AWS-shaped
+responses), Docker commands captured by a fake runner. Nothing here reaches AWS or Docker."""
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+boto3 = pytest.importorskip("boto3")
+from botocore.stub import Stubber  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "local_test"))
+import deploy  # noqa: E402
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+REGISTRY = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
+IMAGE = f"{REGISTRY}/clip-sagemaker:v1"
+MODEL_DATA = "s3://my-bucket/clip/model.tar.gz"
+PASSWORD = "s3cr3t-ecr-password-0123456789"
+NOW = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch, tmp_path):
+    """Dummy credentials and region, and no ~/.aws: nothing can pick up real credentials."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def client(service):
+    return boto3.Session(region_name=REGION).client(service)
+
+
+@pytest.fixture
+def sm():
+    return client("sagemaker")
+
+
+@pytest.fixture
+def aas():
+    return client("application-autoscaling")
+
+
+@pytest.fixture
+def ecr():
+    return client("ecr")
+
+
+class FakeSession:
+    """What deploy.make_session returns in main() tests: hands out the (stubbed) clients given."""
+
+    def __init__(self, **clients):
+        self.clients = clients
+        self.region_name = REGION
+
+    def client(self, service):
+        return self.clients[service]
+
+
+class FakeRun:
+    """Records the commands push_image runs, instead of running docker."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, cmd, **kwargs):
+        self.calls.append((list(cmd), kwargs))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    @property
+    def argvs(self):
+        return [cmd for cmd, _ in self.calls]
+
+
+def model_dir(tmp_path, weights="open_clip_model.safetensors"):
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": 32}, "preprocess_cfg": {}}))
+    if weights:
+        (d / weights).write_bytes(b"\x00fake weights\x01" * 10)
+    return d
+
+
+# ---- package-model -------------------------------------------------------------------------------------------
+
+def test_package_model_writes_files_at_the_top_level(tmp_path, capsys):
+    d = model_dir(tmp_path)
+    out = tmp_path / "dist" / "model.tar.gz"
+    assert deploy.main(["package-model", "--model-dir", str(d), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    with tarfile.open(out, "r:gz") as tar:
+        names = sorted(tar.getnames())
+        assert names == ["open_clip_config.json", "open_clip_model.safetensors"]
+        assert tar.extractfile("open_clip_model.safetensors").read() == (d / "open_clip_model.safetensors").read_bytes()
+
+
+def test_package_model_accepts_any_known_weights_file(tmp_path):
+    d = model_dir(tmp_path, weights="open_clip_pytorch_model.bin")
+    out = deploy.package_model(d, tmp_path / "model.tar.gz")
+    with tarfile.open(out, "r:gz") as tar:
+        assert sorted(tar.getnames()) == ["open_clip_config.json", "open_clip_pytorch_model.bin"]
+
+
+def test_package_model_uploads_with_upload_file(tmp_path):
+    d = model_dir(tmp_path)
+    out = tmp_path / "model.tar.gz"
+    s3 = client("s3")
+    sent = {}
+
+    def capture(params, **_):
+        body = params["Body"]
+        sent.update(Bucket=params["Bucket"], Key=params["Key"], Body=body.read())
+        body.seek(0)
+
+    s3.meta.events.register("before-parameter-build.s3.PutObject", capture)
+    with Stubber(s3) as stubber:
+        # upload_file goes through s3transfer, which adds its own parameters (checksums) depending on the
+        # version; the bucket, key and body are checked through the event hook above.
+        stubber.add_response("put_object", {"ETag": '"0123456789abcdef"'})
+        assert deploy.package_model(d, out, upload=MODEL_DATA, s3=s3) == MODEL_DATA
+        stubber.assert_no_pending_responses()
+    assert sent == {"Bucket": "my-bucket", "Key": "clip/model.tar.gz", "Body": out.read_bytes()}
+
+
+def test_package_model_upload_through_the_cli(tmp_path, monkeypatch, capsys):
+    uploads = []
+
+    class FakeS3:
+        def upload_file(self, filename, bucket, key):
+            uploads.append((filename, bucket, key))
+
+    monkeypatch.setattr(deploy, "make_session", lambda region, profile: FakeSession(s3=FakeS3()))
+    out = tmp_path / "model.tar.gz"
+    deploy.main(["package-model", "--model-dir", str(model_dir(tmp_path)), "--out", str(out),
+                 "--upload", MODEL_DATA])
+    assert uploads == [(str(out), "my-bucket", "clip/model.tar.gz")]
+    assert capsys.readouterr().out.strip() == MODEL_DATA
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("no-config", "no open_clip_config.json"),
+    ("bad-json", "not valid JSON"),
+    ("no-model-cfg", "model_cfg"),
+    ("no-weights", "no weights file"),
+    ("missing-dir", "is not a directory"),
+])
+def test_package_model_refuses_incomplete_model_dirs(tmp_path, breakage, message):
+    d = model_dir(tmp_path, weights=None if breakage == "no-weights" else "open_clip_model.safetensors")
+    config = d / "open_clip_config.json"
+    if breakage == "no-config":
+        config.unlink()
+    elif breakage == "bad-json":
+        config.write_text("{not json")
+    elif breakage == "no-model-cfg":
+        config.write_text("{}")
+    elif breakage == "missing-dir":
+        d = tmp_path / "nowhere"
+    with pytest.raises(SystemExit, match=message):
+        deploy.package_model(d, tmp_path / "model.tar.gz")
+    assert not (tmp_path / "model.tar.gz").exists()
+
+
+def test_package_model_refuses_a_tarball_inside_the_model_dir(tmp_path):
+    d = model_dir(tmp_path)
+    with pytest.raises(SystemExit, match="must not be inside"):
+        deploy.package_model(d, d / "model.tar.gz")
+
+
+@pytest.mark.parametrize("url", ["my-bucket/clip/model.tar.gz", "s3://my-bucket", "s3://my-bucket/clip/",
+                                 "https://my-bucket/model.tar.gz", "s3://Bad_Bucket/model.tar.gz"])
+def test_package_model_refuses_bad_upload_urls_before_writing(tmp_path, url):
+    out = tmp_path / "model.tar.gz"
+    with pytest.raises(SystemExit, match="--upload"):
+        deploy.package_model(model_dir(tmp_path), out, upload=url, s3=object())
+    assert not out.exists()
+
+
+# ---- push-image ----------------------------------------------------------------------------------------------
+
+def auth_response():
+    token = base64.b64encode(f"AWS:{PASSWORD}".encode()).decode()
+    return {"authorizationData": [{"authorizationToken": token, "expiresAt": NOW,
+                                   "proxyEndpoint": f"https://{REGISTRY}"}]}
+
+
+def repository(name):
+    return {"repositoryArn": f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{name}", "registryId": ACCOUNT,
+            "repositoryName": name, "repositoryUri": f"{REGISTRY}/{name}", "createdAt": NOW,
+            "imageScanningConfiguration": {"scanOnPush": True}}
+
+
+def assert_password_only_on_stdin(run):
+    login = [(cmd, kw) for cmd, kw in run.calls if cmd[:2] == ["docker", "login"]]
+    assert login == [(["docker", "login", "--username", "AWS", "--password-stdin", f"https://{REGISTRY}"],
+                      {"input": PASSWORD, "text": True})]
+    for cmd, kwargs in run.calls:
+        assert not any(PASSWORD in arg for arg in cmd)
+        assert PASSWORD not in json.dumps(kwargs.get("env") or {})
+
+
+def test_push_image_to_an_existing_repository(ecr):
+    run = FakeRun()
+    with Stubber(ecr) as stubber:
+        stubber.add_response("describe_repositories", {"repositories": [repository("clip-sagemaker")]},
+                             {"repositoryNames": ["clip-sagemaker"]})
+        stubber.add_response("get_authorization_token", auth_response(), {})
+        uri = deploy.push_image(ecr, "clip-sagemaker", "v1", run=run)
+        stubber.assert_no_pending_responses()
+    assert uri == IMAGE
+    assert run.argvs == [
+        ["docker", "login", "--username", "AWS", "--password-stdin", f"https://{REGISTRY}"],
+        ["docker", "tag", "clip-sagemaker:latest", IMAGE],
+        ["docker", "push", IMAGE],
+    ]
+    assert_password_only_on_stdin(run)
+
+
+def test_push_image_creates_a_missing_repository_and_builds(ecr, capsys):
+    run = FakeRun()
+    with Stubber(ecr) as stubber:
+        stubber.add_client_error("describe_repositories", service_error_code="RepositoryNotFoundException",
+                                 service_message="The repository with name 'clip/gpu' does not exist",
+                                 http_status_code=400, expected_params={"repositoryNames": ["clip/gpu"]})
+        stubber.add_response("create_repository", {"repository": repository("clip/gpu")},
+                             {"repositoryName": "clip/gpu", "imageScanningConfiguration": {"scanOnPush": True}})
+        stubber.add_response("get_authorization_token", auth_response(), {})
+        uri = deploy.push_image(ecr, "clip/gpu", "2024-01", local_image="clip-sagemaker:gpu", build=True,
+                                context=REPO, build_args=["TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"],
+                                platform="linux/amd64", run=run)
+        stubber.assert_no_pending_responses()
+    assert uri == f"{REGISTRY}/clip/gpu:2024-01"
+    assert run.argvs == [
+        ["docker", "login", "--username", "AWS", "--password-stdin", f"https://{REGISTRY}"],
+        ["docker", "build", "--platform", "linux/amd64",
+         "--build-arg", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu",
+         "-t", "clip-sagemaker:gpu", str(REPO)],
+        ["docker", "tag", "clip-sagemaker:gpu", uri],
+        ["docker", "push", uri],
+    ]
+    build_kwargs = run.calls[1][1]
+    assert build_kwargs["env"]["DOCKER_BUILDKIT"] == "1"
+    assert_password_only_on_stdin(run)
+    assert PASSWORD not in "".join(capsys.readouterr())
+
+
+def test_push_image_through_the_cli_prints_only_the_uri(ecr, monkeypatch, capsys):
+    run = FakeRun()
+    monkeypatch.setattr(deploy, "default_run", run)
+    monkeypatch.setattr(deploy, "make_session", lambda region, profile: FakeSession(ecr=ecr))
+    with Stubber(ecr) as stubber:
+        stubber.add_response("describe_repositories", {"repositories": [repository("clip-sagemaker")]},
+                             {"repositoryNames": ["clip-sagemaker"]})
+        stubber.add_response("get_authorization_token", auth_response(), {})
+        deploy.main(["push-image", "--repository", "clip-sagemaker", "--tag", "v1", "--region", REGION])
+        stubber.assert_no_pending_responses()
+    captured = capsys.readouterr()
+    assert captured.out == IMAGE + "\n"
+    assert PASSWORD not in captured.out + captured.err
+    assert len(run.calls) == 3
+
+
+def test_push_image_other_describe_errors_propagate(ecr):
+    with Stubber(ecr) as stubber:
+        stubber.add_client_error("describe_repositories", service_error_code="AccessDeniedException",
+                                 http_status_code=400)
+        with pytest.raises(ecr.exceptions.ClientError):
+            deploy.push_image(ecr, "clip-sagemaker", run=FakeRun())
+        stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("repo, tag, message", [
+    ("Clip-Sagemaker", "v1", "--repository"),
+    ("clip-sagemaker", "-bad", "--tag"),
+    ("clip-sagemaker", "has space", "--tag"),
+])
+def test_push_image_validates_names_before_calling_aws(ecr, repo, tag, message):
+    run = FakeRun()
+    with Stubber(ecr):  # no responses queued: any call would fail the test
+        with pytest.raises(SystemExit, match=message):
+            deploy.push_image(ecr, repo, tag, run=run)
+    assert run.calls == []
+
+
+# ---- create-endpoint / autoscale -----------------------------------------------------------------------------
+
+def expect_create(stubber, name="clip", env=None, isolation=False, count=1):
+    container = {"Image": IMAGE, "ModelDataUrl": MODEL_DATA}
+    if env:
+        container["Environment"] = env
+    stubber.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{name}"},
+                         {"ModelName": name, "PrimaryContainer": container, "ExecutionRoleArn": ROLE,
+                          "EnableNetworkIsolation": isolation})
+    stubber.add_response("create_endpoint_config",
+                         {"EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{name}"},
+                         {"EndpointConfigName": name, "ProductionVariants": [{
+                             "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": count,
+                             "InstanceType": "ml.g5.xlarge",
+                             "ContainerStartupHealthCheckTimeoutInSeconds": 600,
+                             "ModelDataDownloadTimeoutInSeconds": 1200}]})
+    stubber.add_response("create_endpoint", {"EndpointArn": endpoint_arn(name)},
+                         {"EndpointName": name, "EndpointConfigName": name})
+
+
+def endpoint_arn(name):
+    return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{name}"
+
+
+def described_endpoint(name, status, reason=None):
+    response = {"EndpointName": name, "EndpointArn": endpoint_arn(name), "EndpointConfigName": name,
+                "EndpointStatus": status, "CreationTime": NOW, "LastModifiedTime": NOW,
+                "ProductionVariants": [{"VariantName": "AllTraffic", "CurrentInstanceCount": 1}]}
+    if reason:
+        response["FailureReason"] = reason
+    return response
+
+
+def expect_autoscaling(stubber, name="clip", low=1, high=4, target=100.0, scale_in=300, scale_out=60):
+    resource = f"endpoint/{name}/variant/AllTraffic"
+    stubber.add_response(
+        "register_scalable_target",
+        {"ScalableTargetARN": f"arn:aws:application-autoscaling:{REGION}:{ACCOUNT}:scalable-target/abc"},
+        {"ServiceNamespace": "sagemaker", "ResourceId": resource,
+         "ScalableDimension": "sagemaker:variant:DesiredInstanceCount", "MinCapacity": low, "MaxCapacity": high})
+    stubber.add_response(
+        "put_scaling_policy",
+        {"PolicyARN": f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:scalingPolicy:abc:resource/sagemaker/{resource}"
+                      f":policyName/{name}-invocations-per-instance",
+         "Alarms": [{"AlarmName": "TargetTracking-high",
+                     "AlarmARN": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:x"}]},
+        {"PolicyName": f"{name}-invocations-per-instance", "ServiceNamespace": "sagemaker", "ResourceId": resource,
+         "ScalableDimension": "sagemaker:variant:DesiredInstanceCount", "PolicyType": "TargetTrackingScaling",
+         "TargetTrackingScalingPolicyConfiguration": {
+             "TargetValue": target,
+             "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+             "ScaleInCooldown": scale_in, "ScaleOutCooldown": scale_out}})
+
+
+def test_create_endpoint_without_waiting(sm):
+    with Stubber(sm) as stubber:
+        expect_create(stubber, env={"LOG_LEVEL": "debug", "MAX_BATCH_SIZE": "64"}, isolation=True, count=2)
+        arn = deploy.create_endpoint(sm, "clip", IMAGE, MODEL_DATA, ROLE, "ml.g5.xlarge", instance_count=2,
+                                     env={"LOG_LEVEL": "debug", "MAX_BATCH_SIZE": "64"}, network_isolation=True)
+        stubber.assert_no_pending_responses()
+    assert arn == endpoint_arn("clip")
+
+
+def test_create_endpoint_waits_then_registers_autoscaling(sm, aas):
+    with Stubber(sm) as sm_stub, Stubber(aas) as aas_stub:
+        expect_create(sm_stub)
+        sm_stub.add_response("describe_endpoint", described_endpoint("clip", "InService"), {"EndpointName": "clip"})
+        expect_autoscaling(aas_stub, low=1, high=4, target=250.0, scale_in=600, scale_out=30)
+        deploy.create_endpoint(sm, "clip", IMAGE, MODEL_DATA, ROLE, "ml.g5.xlarge", wait=True, aas=aas,
+                               autoscaling=deploy.Autoscaling(1, 4, 250, scale_in_cooldown=600, scale_out_cooldown=30))
+        sm_stub.assert_no_pending_responses()
+        aas_stub.assert_no_pending_responses()
+
+
+def test_create_endpoint_through_the_cli(sm, aas, monkeypatch, capsys):
+    monkeypatch.setattr(deploy, "make_session",
+                        lambda region, profile: FakeSession(sagemaker=sm, **{"application-autoscaling": aas}))
+    with Stubber(sm) as sm_stub, Stubber(aas) as aas_stub:
+        expect_create(sm_stub, env={"LOG_LEVEL": "debug"}, isolation=True)
+        sm_stub.add_response("describe_endpoint", described_endpoint("clip", "InService"), {"EndpointName": "clip"})
+        expect_autoscaling(aas_stub, low=2, high=8, target=100.0)
+        deploy.main(["create-endpoint", "--name", "clip", "--image", IMAGE, "--model-data", MODEL_DATA,
+                     "--role", ROLE, "--instance-type", "ml.g5.xlarge", "--env", "LOG_LEVEL=debug",
+                     "--network-isolation", "--wait", "--min-instances", "2", "--max-instances", "8"])
+        sm_stub.assert_no_pending_responses()
+        aas_stub.assert_no_pending_responses()
+    assert capsys.readouterr().out.strip() == endpoint_arn("clip")
+
+
+def test_create_endpoint_failure_reports_the_reason_and_skips_autoscaling(sm, aas):
+    with Stubber(sm) as sm_stub, Stubber(aas) as aas_stub:
+        expect_create(sm_stub)
+        sm_stub.add_response("describe_endpoint",
+                             described_endpoint("clip", "Failed", "The primary container did not pass the ping "
+                                                                  "health check"),
+                             {"EndpointName": "clip"})
+        with pytest.raises(SystemExit, match="Failed.*did not pass the ping health check"):
+            deploy.create_endpoint(sm, "clip", IMAGE, MODEL_DATA, ROLE, "ml.g5.xlarge", wait=True, aas=aas,
+                                   autoscaling=deploy.Autoscaling(1, 4, 100))
+        sm_stub.assert_no_pending_responses()
+        aas_stub.assert_no_pending_responses()
+
+
+def test_create_endpoint_autoscaling_needs_wait(sm, aas):
+    with Stubber(sm), Stubber(aas):  # nothing may be called
+        with pytest.raises(SystemExit, match="--wait"):
+            deploy.create_endpoint(sm, "clip", IMAGE, MODEL_DATA, ROLE, "ml.g5.xlarge", aas=aas,
+                                   autoscaling=deploy.Autoscaling(1, 4, 100))
+    with pytest.raises(SystemExit, match="--wait"):
+        deploy.main(["create-endpoint", "--name", "clip", "--image", IMAGE, "--model-data", MODEL_DATA,
+                     "--role", ROLE, "--instance-type", "ml.g5.xlarge", "--max-instances", "4"])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"name": "clip_endpoint"}, "--name"),
+    ({"model_data": "s3://my-bucket/clip/"}, "--model-data"),
+    ({"model_data": "/local/model.tar.gz"}, "--model-data"),
+    ({"role": "SageMakerRole"}, "--role"),
+    ({"instance_type": "g5.xlarge"}, "instance type"),
+    ({"instance_count": 0}, "--instance-count"),
+    ({"startup_timeout": 7200}, "--startup-timeout"),
+    ({"env": {"BAD-NAME": "x"}}, "BAD-NAME"),
+])
+def test_create_endpoint_validates_before_calling_aws(sm, change, message):
+    kwargs = dict(name="clip", image=IMAGE, model_data=MODEL_DATA, role=ROLE, instance_type="ml.g5.xlarge")
+    kwargs.update(change)
+    with Stubber(sm):
+        with pytest.raises(SystemExit, match=message):
+            deploy.create_endpoint(sm, **kwargs)
+
+
+@pytest.mark.parametrize("scaling, message", [
+    (deploy.Autoscaling(4, 2, 100), "above --max-instances"),
+    (deploy.Autoscaling(0, 2, 100), "--min-instances"),
+    (deploy.Autoscaling(1, 2, 0), "--target-invocations"),
+])
+def test_autoscaling_limits_are_validated(sm, aas, scaling, message):
+    with Stubber(sm), Stubber(aas):
+        with pytest.raises(SystemExit, match=message):
+            deploy.autoscale(sm, aas, "clip", scaling)
+
+
+def test_autoscale_registers_an_in_service_endpoint(sm, aas, monkeypatch, capsys):
+    monkeypatch.setattr(deploy, "make_session",
+                        lambda region, profile: FakeSession(sagemaker=sm, **{"application-autoscaling": aas}))
+    with Stubber(sm) as sm_stub, Stubber(aas) as aas_stub:
+        sm_stub.add_response("describe_endpoint", described_endpoint("clip", "InService"), {"EndpointName": "clip"})
+        expect_autoscaling(aas_stub, low=1, high=3, target=42.5)
+        deploy.main(["autoscale", "--name", "clip", "--max", "3", "--target", "42.5"])
+        sm_stub.assert_no_pending_responses()
+        aas_stub.assert_no_pending_responses()
+    assert capsys.readouterr().out.strip() == "clip"
+
+
+def test_autoscale_refuses_an_endpoint_not_in_service(sm, aas):
+    with Stubber(sm) as sm_stub, Stubber(aas):
+        sm_stub.add_response("describe_endpoint", described_endpoint("clip", "Creating"), {"EndpointName": "clip"})
+        with pytest.raises(SystemExit, match="is Creating"):
+            deploy.autoscale(sm, aas, "clip", deploy.Autoscaling(1, 4, 100))
+        sm_stub.assert_no_pending_responses()
+
+
+def test_autoscale_refuses_an_unknown_variant(sm, aas):
+    with Stubber(sm) as sm_stub, Stubber(aas):
+        sm_stub.add_response("describe_endpoint", described_endpoint("clip", "InService"), {"EndpointName": "clip"})
+        with pytest.raises(SystemExit, match="no variant 'Blue'"):
+            deploy.autoscale(sm, aas, "clip", deploy.Autoscaling(1, 4, 100), variant="Blue")
+
+
+# ---- batch-transform -----------------------------------------------------------------------------------------
+
+def transform_params(**extra):
+    params = {
+        "TransformJobName": "clip-batch-1",
+        "ModelName": "clip",
+        "BatchStrategy": "MultiRecord",
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://my-bucket/in/"}},
+            "ContentType": "application/jsonlines",
+            "SplitType": "Line",
+            "CompressionType": "None",
+        },
+        "TransformOutput": {"S3OutputPath": "s3://my-bucket/out/", "AssembleWith": "Line",
+                            "Accept": "application/jsonlines"},
+        "TransformResources": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1},
+    }
+    params.update(extra)
+    return params
+
+
+TRANSFORM_ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:transform-job/clip-batch-1"
+
+
+def described_job(status, reason=None):
+    params = transform_params()
+    response = {"TransformJobName": "clip-batch-1", "TransformJobArn": TRANSFORM_ARN, "TransformJobStatus": status,
+                "ModelName": "clip", "TransformInput": params["TransformInput"],
+                "TransformResources": params["TransformResources"], "CreationTime": NOW}
+    if reason:
+        response["FailureReason"] = reason
+    return response
+
+
+def test_batch_transform_leaves_payload_and_concurrency_to_the_container(sm):
+    with Stubber(sm) as stubber:
+        stubber.add_response("create_transform_job", {"TransformJobArn": TRANSFORM_ARN}, transform_params())
+        arn = deploy.batch_transform(sm, "clip-batch-1", "clip", "s3://my-bucket/in/", "s3://my-bucket/out/",
+                                     "ml.g5.xlarge")
+        stubber.assert_no_pending_responses()
+    assert arn == TRANSFORM_ARN
+
+
+def test_batch_transform_with_every_option_and_wait(sm, monkeypatch, capsys):
+    monkeypatch.setattr(deploy, "make_session", lambda region, profile: FakeSession(sagemaker=sm))
+    expected = transform_params(MaxPayloadInMB=10, MaxConcurrentTransforms=10,
+                                DataProcessing={"JoinSource": "Input"},
+                                Environment={"LOG_LEVEL": "debug", "MAX_BATCH_SIZE": "128"})
+    expected["TransformResources"]["InstanceCount"] = 3
+    with Stubber(sm) as stubber:
+        stubber.add_response("create_transform_job", {"TransformJobArn": TRANSFORM_ARN}, expected)
+        # the waiter's poll, then the final describe for the status report
+        stubber.add_response("describe_transform_job", described_job("Completed"),
+                             {"TransformJobName": "clip-batch-1"})
+        stubber.add_response("describe_transform_job", described_job("Completed"),
+                             {"TransformJobName": "clip-batch-1"})
+        deploy.main(["batch-transform", "--job-name", "clip-batch-1", "--model-name", "clip",
+                     "--input", "s3://my-bucket/in/", "--output", "s3://my-bucket/out/",
+                     "--instance-type", "ml.g5.xlarge", "--instance-count", "3",
+                     "--max-payload-mb", "10", "--max-concurrent", "10", "--join-input",
+                     "--env", "LOG_LEVEL=debug", "--env", "MAX_BATCH_SIZE=128", "--wait"])
+        stubber.assert_no_pending_responses()
+    assert capsys.readouterr().out.strip() == "TransformJobStatus: Completed"
+
+
+def test_batch_transform_wait_reports_the_failure_reason(sm, capsys):
+    reason = "ClientError: See job logs for more information"
+    with Stubber(sm) as stubber:
+        stubber.add_response("create_transform_job", {"TransformJobArn": TRANSFORM_ARN}, transform_params())
+        stubber.add_response("describe_transform_job", described_job("Failed", reason),
+                             {"TransformJobName": "clip-batch-1"})
+        stubber.add_response("describe_transform_job", described_job("Failed", reason),
+                             {"TransformJobName": "clip-batch-1"})
+        with pytest.raises(SystemExit, match="did not complete: Failed: ClientError: See job logs"):
+            deploy.batch_transform(sm, "clip-batch-1", "clip", "s3://my-bucket/in/", "s3://my-bucket/out/",
+                                   "ml.g5.xlarge", wait=True)
+        stubber.assert_no_pending_responses()
+    out = capsys.readouterr().out
+    assert "TransformJobStatus: Failed" in out and f"FailureReason: {reason}" in out
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"input_url": "my-bucket/in/"}, "--input"),
+    ({"output_url": "s3:/my-bucket/out/"}, "--output"),
+    ({"output_url": "s3://x/out/"}, "--output"),
+    ({"max_payload_mb": 101}, "--max-payload-mb"),
+    ({"max_payload_mb": 0}, "--max-payload-mb"),
+    ({"max_payload_mb": 20, "max_concurrent": 6}, "120 MB is above SageMaker's limit of 100 MB"),
+    ({"env": {f"VAR_{i}": str(i) for i in range(17)}}, "17 environment variables .* at most 16"),
+    ({"job_name": "clip batch"}, "--job-name"),
+    ({"content_type": "jsonlines"}, "--content-type"),
+])
+def test_batch_transform_validates_before_calling_aws(sm, change, message):
+    kwargs = dict(job_name="clip-batch-1", model_name="clip", input_url="s3://my-bucket/in/",
+                  output_url="s3://my-bucket/out/", instance_type="ml.g5.xlarge")
+    kwargs.update(change)
+    with Stubber(sm):  # no responses queued: any AWS call would fail the test
+        with pytest.raises(SystemExit, match=message):
+            deploy.batch_transform(sm, **kwargs)
+
+
+def test_batch_transform_accepts_16_environment_variables(sm):
+    env = {f"VAR_{i}": str(i) for i in range(16)}
+    with Stubber(sm) as stubber:
+        stubber.add_response("create_transform_job", {"TransformJobArn": TRANSFORM_ARN},
+                             transform_params(Environment=env))
+        deploy.batch_transform(sm, "clip-batch-1", "clip", "s3://my-bucket/in/", "s3://my-bucket/out/",
+                               "ml.g5.xlarge", env=env)
+        stubber.assert_no_pending_responses()
+
+
+def test_cli_refuses_17_env_vars_and_bad_env_syntax(monkeypatch):
+    def no_session(*_):
+        raise AssertionError("validation must fail before any AWS client is made")
+
+    monkeypatch.setattr(deploy, "make_session", no_session)
+    base = ["batch-transform", "--job-name", "j", "--model-name", "m", "--input", "s3://my-bucket/in/",
+            "--output", "s3://my-bucket/out/", "--instance-type", "ml.g5.xlarge"]
+    many = [arg for i in range(17) for arg in ("--env", f"K{i}=v")]
+    with pytest.raises(SystemExit, match="at most 16"):
+        deploy.main(base + many)
+    with pytest.raises(SystemExit, match="must be KEY=VALUE"):
+        deploy.main(base + ["--env", "NOVALUE"])
+    with pytest.raises(SystemExit, match="letters, digits and _"):
+        deploy.main(base + ["--env", "1BAD=x"])
+
+
+def test_env_parsing():
+    assert deploy.parse_env(["A=1", "B=x=y", "C=", "A=2"], 16) == {"A": "2", "B": "x=y", "C": ""}
+
+
+# ---- command line --------------------------------------------------------------------------------------------
+
+def test_make_session_needs_a_region(monkeypatch):
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    with pytest.raises(SystemExit, match="no AWS region"):
+        deploy.make_session()
+    assert deploy.make_session("eu-west-1").region_name == "eu-west-1"
+
+
+@pytest.mark.parametrize("command", ["", "package-model", "push-image", "create-endpoint", "autoscale",
+                                     "batch-transform"])
+def test_help_for_every_subcommand(command):
+    argv = [sys.executable, str(REPO / "local_test" / "deploy.py")] + ([command] if command else []) + ["--help"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: deploy.py {command}".rstrip())
+    if command == "batch-transform":
+        assert "execution-parameters" in result.stdout
+
+
+def test_script_is_executable():
+    path = REPO / "local_test" / "deploy.py"
+    assert path.read_text().startswith("#!/usr/bin/env python3\n")
+    assert path.stat().st_mode & 0o111
