@@ -90,3 +90,17 @@ def reference(tiny_model_dir):
 def siglip_reference(tiny_siglip_dir):
     from reference import Reference
     return Reference(f"local-dir:{tiny_siglip_dir}")
+
+
+@pytest.fixture(scope="module")
+def sagemaker_sdk_env(tmp_path_factory):
+    """A MonkeyPatch under which the SageMaker SDK runs offline: telemetry opted out with the SDK's own
+    config file (read on import and by every Session), its v2 warning silenced."""
+    config = tmp_path_factory.mktemp("sagemaker-config") / "config.yaml"
+    config.write_text("SchemaVersion: '1.0'\n"
+                      "SageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
+        patch.setenv("SAGEMAKER_ADMIN_CONFIG_OVERRIDE", str(config))
+        patch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+        yield patch

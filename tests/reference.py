@@ -24,8 +24,9 @@ class Reference:
         return self.model.encode_text(self.tokenizer(list(texts)), normalize=normalize).numpy().astype(np.float64)
 
     @torch.inference_mode()
-    def images(self, images, normalize=True) -> np.ndarray:
-        batch = torch.stack([self.preprocess(to_pil(i)) for i in images])
+    def images(self, images, normalize=True, draft_size=None) -> np.ndarray:
+        """`draft_size`: decode JPEGs with Pillow's draft mode at that size, as the server does by default."""
+        batch = torch.stack([self.preprocess(to_pil(i, draft_size)) for i in images])
         return self.model.encode_image(batch, normalize=normalize).numpy().astype(np.float64)
 
     def classify_probabilities(self, images, labels, template="a photo of a {}", scale=100.0) -> np.ndarray:
@@ -45,9 +46,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def to_pil(image) -> Image.Image:
+def to_pil(image, draft_size=None) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, str):
         image = base64.b64decode(image.split(",", 1)[1] if image.startswith("data:") else image)
-    return Image.open(io.BytesIO(image)).convert("RGB")
+    decoded = Image.open(io.BytesIO(image))
+    if draft_size and decoded.format == "JPEG":
+        decoded.draft("RGB", (draft_size, draft_size))
+    return decoded.convert("RGB")
+
+
+def cosine(a, b) -> np.ndarray:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)

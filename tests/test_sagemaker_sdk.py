@@ -22,23 +22,15 @@ pytestmark = pytest.mark.integration
 IMAGES = [pattern(seed) for seed in range(40, 43)]
 TEXTS = ["a photo of a cat", "two dogs playing", "un café crème"]  # one non-ASCII: bodies go as UTF-8
 LABELS = ["cat", "dog", "red square", "car", "tree", "a bowl of soup"]
-TELEMETRY_OPT_OUT = ("SchemaVersion: '1.0'\n"
-                     "SageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
 
 
 @pytest.fixture(scope="module")
-def sdk(tmp_path_factory):
-    """The SDK imported with telemetry opted out (its config is read on import and by every Session)."""
-    config = tmp_path_factory.mktemp("sagemaker-config") / "config.yaml"
-    config.write_text(TELEMETRY_OPT_OUT)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
-        patch.setenv("SAGEMAKER_ADMIN_CONFIG_OVERRIDE", str(config))
-        patch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-        import botocore.response
-        from sagemaker import deserializers, serializers
-        yield SimpleNamespace(serializers=serializers, deserializers=deserializers,
-                              StreamingBody=botocore.response.StreamingBody)
+def sdk(sagemaker_sdk_env):
+    """The SDK, imported with telemetry opted out."""
+    import botocore.response
+    from sagemaker import deserializers, serializers
+    return SimpleNamespace(serializers=serializers, deserializers=deserializers,
+                           StreamingBody=botocore.response.StreamingBody)
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,8 @@ def create_app(settings: Settings, slot) -> Flask:
             "context_length": model.context_length, "logit_scale": engine.model.logit_scale,
             "logit_bias": engine.model.logit_bias,
             "scoring": "softmax" if engine.model.logit_bias is None else "sigmoid",
-            "max_batch_size": engine.loop.max_batch_size})
+            "max_batch_size": engine.loop.max_batch_size, "text_cache": engine.text_cache.stats(),
+            "trimmed_text": engine.model.text_tower is not None})
 
     @app.get("/openapi.json")
     def openapi() -> Response:

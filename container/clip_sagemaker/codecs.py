@@ -154,20 +154,22 @@ def encode_json(payload: Any) -> bytes:
 
 
 def encode_json_lines(payloads: list[Any]) -> bytes:
-    return b"".join(encode_json(p) + b"\n" for p in payloads)
+    # No newline after the last line: Batch Transform's AssembleWith=Line adds one after each response, and
+    # a second would put a blank line into the output between every two requests.
+    return b"\n".join(encode_json(p) for p in payloads)
 
 
 def encode_csv_embeddings(answers: list[dict]) -> bytes:
     """One CSV line per answer: the embedding's numbers, or `error,<code>,<message>` for a failed record."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator="\n")  # the last newline is dropped below, as for JSON Lines
     for answer in answers:
         if "embedding" in answer:
             writer.writerow(np.asarray(answer["embedding"], dtype=np.float32).tolist())
         else:
             error = answer.get("error", {})
             writer.writerow(["error", error.get("code", ""), error.get("message", "")])
-    return buffer.getvalue().encode()
+    return buffer.getvalue().removesuffix("\n").encode()
 
 
 def encode_npy(array: np.ndarray) -> bytes:

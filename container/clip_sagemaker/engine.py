@@ -20,6 +20,7 @@ from .model import ClipModel, ModelInfo, load_model
 from .model_source import resolve_model_source
 from .resources import Layout
 from .settings import Settings
+from .text_cache import TextCache
 from .tasks import IMAGE, TEXT
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ class Engine:
         self.loop = ModelLoop(model.encode, settings.max_batch_size or default_batch_size(model.info.device),
                               settings.max_queue, stuck_after_s=settings.timeout_s).start()
         self._urls = UrlReader(settings.fetch_policy(), settings.image_s3_buckets)
+        self.text_cache = TextCache(model.info.name, settings.text_cache_size)
+        # JPEGs decode at a reduced scale that is still at least the model's input size (Pillow's draft mode).
+        self._draft_size = max(model.info.image_size) if settings.jpeg_draft else None
         self._image_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="image")
 
     @property
@@ -63,7 +67,7 @@ class Engine:
         return list(self._image_pool.map(attempt, images))
 
     def _prepare_image(self, source: ImageSource):
-        image = load_image(source, self.settings.max_image_pixels, self._urls)
+        image = load_image(source, self.settings.max_image_pixels, self._urls, self._draft_size)
         return self.model.prepare_image(image)
 
     def for_request(self, deadline: float) -> "RequestEncoder":
@@ -90,7 +94,8 @@ class RequestEncoder:
         self.logit_bias = engine.model.logit_bias
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self.encode_rows(TEXT, list(self._engine.model.tokenize(texts)))
+        model = self._engine.model
+        return self._engine.text_cache.encode(texts, lambda missing: self.encode_rows(TEXT, list(model.tokenize(missing))))
 
     def encode_images(self, images: Sequence[ImageSource]) -> np.ndarray:
         return self.encode_rows(IMAGE, self._engine.prepare_images(images))
@@ -115,7 +120,7 @@ def build_engine(settings: Settings, layout: Layout) -> Engine:
     log.info("loading %s", source.description)
     started = time.monotonic()
     model = load_model(source, device=settings.device, precision=settings.precision,
-                       torch_threads=layout.torch_threads)
+                       torch_threads=layout.torch_threads, trim_text=settings.trim_text)
     engine = Engine(model, settings)
     engine.warm_up()
     info = model.info

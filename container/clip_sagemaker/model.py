@@ -50,15 +50,72 @@ def pick_precision(requested: Optional[str], device: str) -> str:
     return "fp16" if device.startswith("cuda") else "fp32"
 
 
+@dataclass(frozen=True)
+class _TextTower:
+    """The parts of a causal text tower that pools at its end-of-text token, where they live in this model."""
+    module: torch.nn.Module  # holds token_embedding, positional_embedding, transformer, ln_final, text_projection
+    attn_mask: torch.Tensor
+    pool_type: str
+    eos_id: Optional[int]
+
+
+def trimmable_text_tower(model: torch.nn.Module) -> Optional[_TextTower]:
+    """The text tower, when running it only up to the batch's longest text cannot change the result.
+
+    With a causal mask, token i attends to tokens <= i only, so the tokens after the pooled end-of-text token
+    (padding) cannot reach it. That holds for CLIP's towers (`argmax` or `eos` pooling); not for towers
+    without a causal mask (SigLIP's), with a CLS token (CoCa) or with a padding mask: they keep the padded path.
+    """
+    from open_clip.transformer import TextTransformer
+
+    if isinstance(getattr(model, "text", None), TextTransformer):
+        tower = model.text
+        if tower.cls_emb is not None or tower.use_pad_mask or tower.output_tokens:
+            return None
+        mask, pool_type, eos_id = tower.attn_mask, tower.pool_type, getattr(tower, "eos_id", None)
+    elif hasattr(model, "token_embedding") and hasattr(model, "text_pool_type"):
+        tower = model
+        mask, pool_type, eos_id = model.attn_mask, model.text_pool_type, getattr(model, "text_eos_id", None)
+    else:
+        return None  # a Hugging Face text tower: its own padding rules apply
+    if mask is None or pool_type not in ("argmax", "eos") or (pool_type == "eos" and eos_id is None):
+        return None
+    return _TextTower(tower, mask, pool_type, eos_id)
+
+
+def _pooled_positions(tower: _TextTower, tokens: torch.Tensor) -> torch.Tensor:
+    if tower.pool_type == "argmax":
+        return tokens.argmax(dim=-1)
+    return (tokens == tower.eos_id).int().argmax(dim=-1)
+
+
+def encode_text_trimmed(tower: _TextTower, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's text forward, run on the first L tokens only, L = the batch's last pooled position + 1."""
+    from open_clip.transformer import text_global_pool
+
+    length = int(_pooled_positions(tower, tokens).max()) + 1
+    tokens = tokens[:, :length]
+    m = tower.module
+    cast_dtype = m.transformer.get_cast_dtype()
+    x = m.token_embedding(tokens).to(cast_dtype) + m.positional_embedding[:length].to(cast_dtype)
+    x = m.ln_final(m.transformer(x, attn_mask=tower.attn_mask[:length, :length]))
+    pooled = text_global_pool(x, tokens, pool_type=tower.pool_type, eos_token_id=tower.eos_id)
+    projection = m.text_projection
+    if projection is None:
+        return pooled
+    return projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
+
+
 class ClipModel:
     def __init__(self, model: torch.nn.Module, preprocess, tokenizer, source: ModelSource, device: str,
-                 precision: str):
+                 precision: str, trim_text: bool = True):
         self._model = model.eval()
         self._preprocess = preprocess
         self._tokenizer = tokenizer
         self._device = torch.device(device)
         self._input_dtype = _DTYPES[precision]
         self.source = source
+        self.text_tower = trimmable_text_tower(model) if trim_text else None
         self.logit_scale = float(model.logit_scale.detach().float().exp().item())
         bias = getattr(model, "logit_bias", None)
         self.logit_bias = None if bias is None else float(bias.detach().float().item())
@@ -85,6 +142,8 @@ class ClipModel:
         with torch.inference_mode():
             if modality == IMAGE:
                 features = self._model.encode_image(batch.to(self._input_dtype))
+            elif modality == TEXT and self.text_tower is not None:
+                features = encode_text_trimmed(self.text_tower, batch)
             elif modality == TEXT:
                 features = self._model.encode_text(batch)
             else:
@@ -93,7 +152,7 @@ class ClipModel:
 
 
 def load_model(source: ModelSource, device: Optional[str] = None, precision: Optional[str] = None,
-               torch_threads: Optional[int] = None) -> ClipModel:
+               torch_threads: Optional[int] = None, trim_text: bool = True) -> ClipModel:
     if torch_threads:
         torch.set_num_threads(torch_threads)
     import open_clip  # imported here so that code which only plans or validates never pays for it
@@ -113,6 +172,6 @@ def load_model(source: ModelSource, device: Optional[str] = None, precision: Opt
             # Without this, a config with no weights next to it silently becomes a random model.
             require_pretrained=not source.random_weights)
         tokenizer = open_clip.get_tokenizer(source.name)
-        return ClipModel(model, preprocess, tokenizer, source, device, precision)
+        return ClipModel(model, preprocess, tokenizer, source, device, precision, trim_text)
     except Exception as exc:  # open_clip raises many types (OSError, RuntimeError, ValueError, safetensors errors)
         raise ModelLoadError(f"could not load {source.description} on {device}: {type(exc).__name__}: {exc}") from exc

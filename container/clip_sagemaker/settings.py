@@ -96,9 +96,12 @@ class Settings:
     timeout_s: float = 60.0
     batch_mode: bool = False
     log_level: str = "info"
-    # Model loop.
+    # Model loop and the work around it.
     max_batch_size: Optional[int] = None
     max_queue: int = 1024
+    text_cache_size: int = 10_000
+    trim_text: bool = True
+    jpeg_draft: bool = True
     # Request limits. Batch requests (JSON Lines, CSV, or any request under SAGEMAKER_BATCH) may be as large
     # as the MaxPayloadInMB the container announces; others keep SageMaker's real-time 6 MB.
     max_body_bytes: int = 6 * MB
@@ -136,6 +139,9 @@ class Settings:
             log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error", "critical")) or "info",
             max_batch_size=_int(env, "MAX_BATCH_SIZE", None),
             max_queue=_int(env, "MAX_QUEUE", 1024),
+            text_cache_size=_int(env, "TEXT_CACHE_SIZE", 10_000, minimum=0),
+            trim_text=_bool(env, "TEXT_TRIM", True),
+            jpeg_draft=_bool(env, "JPEG_DRAFT", True),
             max_body_bytes=_int(env, "MAX_BODY_MB", 6) * MB,
             # The job's own settings (SageMaker passes them as SAGEMAKER_*) win over the container's defaults.
             batch_max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", None)

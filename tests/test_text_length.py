@@ -1,0 +1,93 @@
+"""Text at its real length: the trimmed text forward equals open_clip's padded one (fp32, 1e-5), for every
+tower it is used on, and towers where trimming could change the result keep the padded path."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from conftest import TINY_CFG
+
+from clip_sagemaker.model import encode_text_trimmed, trimmable_text_tower
+
+TEXTS = ["a cat", "a photo of a dog running on the beach at sunset with a red ball",
+         "x", "word " * 100]  # the last one is longer than the context and gets truncated
+
+
+def tiny(**changes) -> dict:
+    cfg = copy.deepcopy(TINY_CFG)
+    text_changes = changes.pop("text_cfg", {})
+    cfg.update(changes)
+    cfg["text_cfg"].update(text_changes)
+    return cfg
+
+
+TRIMMABLE = {
+    "tiny-argmax": tiny(),
+    "tiny-quickgelu": tiny(quick_gelu=True),
+    "tiny-custom-text": tiny(custom_text=True),
+    "tiny-eos-pool": tiny(custom_text=True, text_cfg={"pool_type": "eos", "eos_id": 49407}),
+    "tiny-linear-proj": tiny(custom_text=True, text_cfg={"proj_type": "linear", "proj_bias": True}),
+    "ViT-B-32": None,  # open_clip's own config, full size
+    "RN50": None,
+}
+PADDED = {
+    "tiny-bidirectional": tiny(custom_text=True, text_cfg={"no_causal_mask": True, "pool_type": "last"}),
+    "tiny-first-token": tiny(custom_text=True, text_cfg={"no_causal_mask": True, "pool_type": "first"}),
+    "tiny-cls-token": tiny(custom_text=True, text_cfg={"embed_cls": True}),
+}
+
+
+def build(name: str, cfg):
+    torch.manual_seed(0)
+    if cfg is None:
+        return open_clip.create_model(name).eval(), open_clip.get_tokenizer(name)
+    model = (open_clip.CustomTextCLIP if cfg.get("custom_text") else open_clip.CLIP)(
+        **{k: v for k, v in cfg.items() if k != "custom_text"})
+    return model.eval(), open_clip.get_tokenizer("ViT-B-32")
+
+
+@pytest.mark.parametrize("name", TRIMMABLE)
+def test_trimmed_text_forward_equals_the_padded_one(name):
+    model, tokenizer = build(name, TRIMMABLE[name])
+    tower = trimmable_text_tower(model)
+    assert tower is not None
+    tokens = tokenizer(TEXTS)
+    with torch.inference_mode():
+        padded = model.encode_text(tokens)
+        for rows in ([0], [0, 1], [2], [0, 1, 2, 3]):  # batches whose longest text differs
+            trimmed = encode_text_trimmed(tower, tokens[rows])
+            np.testing.assert_allclose(trimmed.numpy(), padded[rows].numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", PADDED)
+def test_towers_where_padding_can_matter_keep_the_padded_path(name):
+    model, _ = build(name, PADDED[name])
+    assert trimmable_text_tower(model) is None
+
+
+def test_the_transformer_runs_only_up_to_the_longest_text_in_the_batch():
+    model, tokenizer = build("tiny-argmax", TRIMMABLE["tiny-argmax"])
+    seen = []
+    model.transformer.register_forward_hook(lambda module, args, output: seen.append(output.shape[1]))
+    with torch.inference_mode():
+        encode_text_trimmed(trimmable_text_tower(model), tokenizer(["a cat", "a dog on a sofa"]))
+    # start token + 4 words + end token: 6 positions of 77.
+    assert seen == [len(tokenizer.encode("a dog on a sofa")) + 2]
+
+
+def test_the_served_model_uses_the_trimmed_path_and_can_be_told_not_to(tiny_model_dir, reference):
+    from clip_sagemaker.model import load_model
+    from clip_sagemaker.model_source import resolve_model_source
+    from clip_sagemaker.settings import Settings
+    from clip_sagemaker.tasks import TEXT
+
+    source = resolve_model_source(Settings(model_dir=str(tiny_model_dir), model_dir_explicit=True))
+    trimmed, padded = load_model(source), load_model(source, trim_text=False)
+    assert trimmed.text_tower is not None and padded.text_tower is None
+    rows = list(trimmed.tokenize(TEXTS))
+    np.testing.assert_allclose(trimmed.encode(TEXT, rows), padded.encode(TEXT, rows), atol=1e-5)
+    np.testing.assert_allclose(padded.encode(TEXT, rows), reference.texts(TEXTS, normalize=False), atol=1e-5)
