@@ -1,4 +1,4 @@
-"""Serves fixed files over HTTP on 127.0.0.1, for requests that give images by URL."""
+"""HTTP servers on 127.0.0.1 for tests: fixed files (images given by URL), or any handler class."""
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +26,14 @@ def serve_files(files: dict[str, bytes], content_type: str = "image/png") -> Ite
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with serve(Handler) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Runs `handler` on a free loopback port; yields the base URL; stops when the block ends."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -58,9 +58,13 @@ def test_execution_parameters_route_answers_what_sagemaker_reads(client):
 def test_batch_requests_get_the_announced_payload_and_others_the_real_time_limit():
     settings = Settings(batch_max_payload_mb=20)
     parameters = execution_parameters(settings, Layout(1, 2, 0))
-    assert body_limit(settings, parameters, batch_request=True) == 20 * MB
-    assert body_limit(settings, parameters, batch_request=False) == 6 * MB
-    assert body_limit(settings.replace(batch_mode=True), parameters, batch_request=False) == 20 * MB
+    assert body_limit(settings, parameters, batch_request=True) == (20 * MB, "the announced MaxPayloadInMB "
+                                                                               "(BATCH_MAX_PAYLOAD_MB)")
+    assert body_limit(settings, parameters, batch_request=False) == (6 * MB, "MAX_BODY_MB")
+    assert body_limit(settings.replace(batch_mode=True), parameters, batch_request=False)[0] == 20 * MB
+    # An announced payload below the real-time limit never makes batch requests smaller than others.
+    small = Settings(batch_max_payload_mb=1)
+    assert body_limit(small, execution_parameters(small, Layout(1, 2, 0)), True) == (6 * MB, "MAX_BODY_MB")
 
 
 def test_a_large_json_lines_body_is_accepted_where_a_json_body_is_413(settings, engine):
@@ -77,6 +81,9 @@ def test_a_large_json_lines_body_is_accepted_where_a_json_body_is_413(settings, 
     response = client.post("/invocations", data=lines, content_type="application/jsonlines")
     assert response.status_code == 200
     assert len(response.get_data().splitlines()) == 20 + 11000
+    too_big = client.post("/invocations", data=lines * 3, content_type="application/jsonlines")
+    assert too_big.status_code == 413
+    assert "3 MB" in too_big.get_json()["error"]["message"] and "BATCH_MAX_PAYLOAD_MB" in too_big.get_json()["error"]["message"]
 
 
 # ---- item records -----------------------------------------------------------------------------------------

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from clip_sagemaker.model_source import (CONFIG_FILE, WEIGHT_FILES, ModelSource, ModelSourceError,
-                                         resolve_model_source)
+from clip_sagemaker.model_source import CONFIG_FILE, WEIGHT_FILES, ModelSourceError, resolve_model_source
 from clip_sagemaker.settings import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PRETRAINED, Settings
 
 

@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Any
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
@@ -39,7 +39,7 @@ def create_app(settings: Settings, slot) -> Flask:
     app = Flask(__name__)
     parameters = batch.execution_parameters(settings, plan_layout(settings))
     # The largest body any request may have; each route then holds its own kind to its own limit.
-    app.config["MAX_CONTENT_LENGTH"] = batch.body_limit(settings, parameters, batch_request=True)
+    app.config["MAX_CONTENT_LENGTH"] = batch.body_limit(settings, parameters, batch_request=True)[0]
     # Records of one JSON Lines request run side by side, so that the model loop batches them together.
     records_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="record")
     openapi_document = importlib.resources.files(__package__).joinpath(OPENAPI_FILE).read_bytes()
@@ -68,7 +68,7 @@ def create_app(settings: Settings, slot) -> Flask:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.code, "http_error")
         message = error.description
         if error.code == 413:
-            return api_error(_too_large(app.config["MAX_CONTENT_LENGTH"], batch_request=True))
+            return api_error(_too_large(*batch.body_limit(settings, parameters, batch_request=True)))
         return _json_response(ApiError(message, code=code).body(), error.code or 500)
 
     @app.errorhandler(Exception)
@@ -184,19 +184,18 @@ def create_app(settings: Settings, slot) -> Flask:
         return Response(codecs.encode_json_lines(answers), mimetype=codecs.JSONLINES)
 
     def _body(batch_request: bool) -> bytes:
-        limit = batch.body_limit(settings, parameters, batch_request)
+        limit, setting = batch.body_limit(settings, parameters, batch_request)
         if request.content_length is not None and request.content_length > limit:
-            raise _too_large(limit, batch_request)
+            raise _too_large(limit, setting)
         body = request.get_data(cache=False)
         if len(body) > limit:
-            raise _too_large(limit, batch_request)
+            raise _too_large(limit, setting)
         return body
 
     return app
 
 
-def _too_large(limit: int, batch_request: bool) -> ApiError:
-    setting = "the announced MaxPayloadInMB (BATCH_MAX_PAYLOAD_MB)" if batch_request else "MAX_BODY_MB"
+def _too_large(limit: int, setting: str) -> ApiError:
     return ApiError(f"the request body is larger than {limit / MB:g} MB, the limit of {setting}",
                     code="body_too_large", status=413)
 

@@ -17,7 +17,7 @@ import csv
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Union
 
 import numpy as np
 
@@ -60,11 +60,13 @@ def execution_parameters(settings: Settings, layout: Layout) -> ExecutionParamet
     return ExecutionParameters(max_concurrent_transforms=concurrent, max_payload_mb=payload)
 
 
-def body_limit(settings: Settings, parameters: ExecutionParameters, batch_request: bool) -> int:
-    """Largest body for a request: the announced MaxPayloadInMB for batch requests, else the real-time limit."""
-    if batch_request or settings.batch_mode:
-        return max(parameters.max_payload_mb * MB, settings.max_body_bytes)
-    return settings.max_body_bytes
+def body_limit(settings: Settings, parameters: ExecutionParameters, batch_request: bool) -> tuple[int, str]:
+    """Largest body for a request, and the setting it comes from: batch requests may be as large as the
+    announced MaxPayloadInMB, but never smaller than the real-time limit every request gets."""
+    announced = parameters.max_payload_mb * MB
+    if (batch_request or settings.batch_mode) and announced > settings.max_body_bytes:
+        return announced, "the announced MaxPayloadInMB (BATCH_MAX_PAYLOAD_MB)"
+    return settings.max_body_bytes, "MAX_BODY_MB"
 
 
 # ---- records -------------------------------------------------------------------------------------------------
@@ -96,6 +98,8 @@ def _is_item(doc: Any) -> bool:
 def json_record(line: bytes, options: Mapping[str, Any], max_items: int) -> Record:
     doc: Any = None
     try:
+        if not line.strip():
+            raise ApiError("this line is empty; each line must hold one JSON request or record", code="empty_body")
         doc = codecs.decode_json(line)
         if not _is_item(doc):
             return protocols.detect(doc, options, max_items)
