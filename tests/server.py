@@ -1,6 +1,7 @@
 """Starts the real ./serve on a free loopback port for integration tests, and always stops it."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,6 +34,15 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def requests_logged(self, offset: int = 0) -> list[dict]:
+        """The access log after `offset` characters: one dict per request (method, route, status, ...)."""
+        found = []
+        for line in self.log()[offset:].splitlines():
+            _, marker, payload = line.partition("clip_sagemaker.access: ")
+            if marker:
+                found.append(json.loads(payload))
+        return found
 
     def wait_ready(self, timeout: float = 90) -> list[int]:
         """Polls /ping until 200; returns every status seen on the way (connection failures are skipped)."""

@@ -294,3 +294,49 @@ def test_the_http_layer_imports_no_torch():
 def test_an_unsafe_client_request_id_is_replaced(client):
     response = post(client, {"task": "x"}, **{"X-Request-Id": "bad id\twith spaces" + "x" * 200})
     assert len(response.headers["X-Request-Id"]) == 32 and " " not in response.headers["X-Request-Id"]
+
+
+def test_texts_over_the_context_are_truncated_by_default_or_refused_when_asked(settings, engine, reference):
+    from clip_sagemaker.app import create_app
+    from clip_sagemaker.engine import Engine
+    from clip_sagemaker.readiness import EngineSlot
+
+    long_text = "a very long caption " * 40  # about 160 tokens, more than 77
+    body = {"task": "embed", "texts": ["short", long_text]}
+    truncated = post(create_app(settings, EngineSlot(engine)).test_client(), body).get_json()
+    np.testing.assert_allclose(truncated["text_embeddings"], reference.texts(["short", long_text]), atol=1e-5)
+    strict_settings = settings.replace(truncate_text=False)
+    strict = Engine(engine.model, strict_settings)
+    try:
+        error = error_of(post(create_app(strict_settings, EngineSlot(strict)).test_client(), body), 400)
+    finally:
+        strict.stop()
+    assert error["code"] == "text_too_long" and "text 1 " in error["message"] and "TEXT_TRUNCATE" in error["message"]
+
+
+def test_a_base64_image_over_the_byte_limit_is_413_before_decoding(settings, engine):
+    from clip_sagemaker.app import create_app
+    from clip_sagemaker.engine import Engine
+    from clip_sagemaker.readiness import EngineSlot
+
+    small = settings.replace(max_image_bytes=1000)
+    small_engine = Engine(engine.model, small)
+    try:
+        client = create_app(small, EngineSlot(small_engine)).test_client()
+        error = error_of(post(client, {"task": "embed", "images": ["A" * 2000]}), 413)
+    finally:
+        small_engine.stop()
+    assert (error["code"], error["field"]) == ("image_too_large", "images[0]")
+
+
+def test_each_request_logs_one_json_line_without_its_data(client, caplog):
+    import logging
+    with caplog.at_level(logging.INFO, logger="clip_sagemaker.access"):
+        post(client, {"task": "embed", "texts": ["a secret caption"], "images": [b64(IMAGES[0])]},
+             **{"X-Request-Id": "req-42"})
+        post(client, {"task": "nope"})
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "clip_sagemaker.access"]
+    assert lines[-2]["request_id"] == "req-42" and lines[-2]["status"] == 200 and lines[-2]["items"] == 2
+    assert lines[-2]["route"] == "/invocations" and lines[-2]["duration_ms"] >= 0
+    assert lines[-1]["status"] == 400 and lines[-1]["error"] == "unknown_task"
+    assert all("secret" not in r.getMessage() for r in caplog.records)

@@ -343,3 +343,77 @@ def test_jobs_still_queued_at_stop_fail_instead_of_hanging():
     assert first.result(timeout=5).shape == (1, 2)
     with pytest.raises(RuntimeError, match="stopped"):
         waiting.result(timeout=5)
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named like torch's, which is how the loop recognises it."""
+
+
+def test_out_of_memory_splits_the_batch_so_only_the_row_that_cannot_fit_fails():
+    import threading
+    from clip_sagemaker.batcher import ModelLoop
+
+    gate, seen = threading.Event(), []
+
+    def encode(modality, rows):
+        gate.wait(5)
+        seen.append(len(rows))
+        if len(rows) > 2 or "huge" in rows:
+            raise OutOfMemoryError("CUDA out of memory")
+        return np.array([[float(len(r))] for r in rows], np.float32)
+
+    loop = ModelLoop(encode, max_batch_size=8, max_queue=10, stuck_after_s=60).start()
+    try:
+        futures = [loop.submit("image", rows)[0] for rows in (["a"], ["bb", "ccc"], ["huge"], ["dddd", "e"])]
+        gate.set()
+        assert futures[0].result(timeout=5).ravel().tolist() == [1.0]
+        assert futures[1].result(timeout=5).ravel().tolist() == [2.0, 3.0]
+        with pytest.raises(OutOfMemoryError):
+            futures[2].result(timeout=5)
+        assert futures[3].result(timeout=5).ravel().tolist() == [4.0, 1.0]
+        assert max(seen[1:]) <= 3  # after the first failure, no batch as large as the one that failed
+    finally:
+        loop.stop()
+
+
+def test_a_single_large_job_is_split_by_rows_on_out_of_memory():
+    from clip_sagemaker.batcher import ModelLoop
+
+    def encode(modality, rows):
+        if len(rows) > 2:
+            raise OutOfMemoryError("CUDA out of memory")
+        return np.array([[float(r)] for r in rows], np.float32)
+
+    loop = ModelLoop(encode, max_batch_size=8, max_queue=10, stuck_after_s=60).start()
+    try:
+        assert loop.submit("image", list(range(7)))[0].result(timeout=5).ravel().tolist() == list(range(7))
+    finally:
+        loop.stop()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death is the point
+def test_a_dead_loop_thread_is_replaced_and_health_comes_back():
+    import time
+    from clip_sagemaker.batcher import ModelLoop
+
+    loop = ModelLoop(lambda m, rows: np.zeros((len(rows), 1), np.float32), max_batch_size=4, max_queue=10,
+                     stuck_after_s=60).start()
+    try:
+        original = loop._take_batch
+        calls = {"n": 0}
+
+        def dies_once():
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise SystemExit("simulated crash of the loop thread")
+            return original()
+
+        loop._take_batch = dies_once
+        deadline = time.monotonic() + 5
+        while loop.restarts == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert loop.restarts == 1
+        assert loop.healthy()
+        assert loop.submit("text", ["x"])[0].result(timeout=5).shape == (1, 1)
+    finally:
+        loop.stop()

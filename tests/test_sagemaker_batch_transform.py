@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import socket
 import sys
 import threading
@@ -283,14 +282,14 @@ def run_transform(sdk, server, inputs, tmp_path, strategy: str, **job_settings):
 
     sent = sdk.sent[sent_offset:]
     # The server writes its access line after answering: give the last one a moment to land.
-    lines: list[str] = []
+    logged: list[dict] = []
     for _ in range(50):
-        lines = server.log()[log_offset:].splitlines()
-        if sum("POST /invocations" in line for line in lines) >= len(sent):
+        logged = server.requests_logged(log_offset)
+        if sum(r["route"] == "/invocations" for r in logged) >= len(sent):
             break
         time.sleep(0.1)
     outs = {path.name[:-len(".out")]: path.read_bytes() for path in output.glob("*.out")}
-    return SimpleNamespace(description=description, outs=outs, sent=sent, log=lines)
+    return SimpleNamespace(description=description, outs=outs, sent=sent, log=logged)
 
 
 def bodies_per_file(sent: list[dict], inputs) -> dict[str, list[str]]:
@@ -374,8 +373,8 @@ def check_out_file(data: bytes, bodies: list[str], entries, reference) -> list[d
     return answers
 
 
-def invocation_statuses(log_lines: list[str]) -> list[str]:
-    return [m.group(1) for line in log_lines for m in [re.search(r"POST /invocations (\d{3}) ", line)] if m]
+def invocation_statuses(logged: list[dict]) -> list[str]:
+    return [str(r["status"]) for r in logged if r["method"] == "POST" and r["route"] == "/invocations"]
 
 
 # ---- the jobs -----------------------------------------------------------------------------------------------
@@ -384,9 +383,9 @@ def test_multi_record_transform_job_lines_up_with_its_input(sdk, server, inputs,
     job = run_transform(sdk, server, inputs, tmp_path, "MultiRecord")
 
     # The SDK asked the container for its execution parameters, once, before the first invocation ...
-    assert sum("GET /execution-parameters 200" in line for line in job.log) == 1
-    first_get = next(i for i, line in enumerate(job.log) if "GET /execution-parameters" in line)
-    first_post = next(i for i, line in enumerate(job.log) if "POST /invocations" in line)
+    assert [r["status"] for r in job.log if r["route"] == "/execution-parameters"] == [200]
+    first_get = next(i for i, r in enumerate(job.log) if r["route"] == "/execution-parameters")
+    first_post = next(i for i, r in enumerate(job.log) if r["route"] == "/invocations")
     assert first_get < first_post
     # ... and took MaxPayloadInMB=1 from it (the job set only BatchStrategy; the SDK's default is 6 MB,
     # which would have sent the whole main file, about 2.8 MB, in one request).
@@ -430,7 +429,7 @@ def test_single_record_transform_job_lines_up_with_its_input(sdk, server, inputs
     # The job's own MaxPayloadInMB (6) wins over the container's 1, so the 1.2 MB record may go alone.
     job = run_transform(sdk, server, inputs, tmp_path, "SingleRecord", MaxPayloadInMB=6)
 
-    assert sum("GET /execution-parameters 200" in line for line in job.log) == 1
+    assert [r["status"] for r in job.log if r["route"] == "/execution-parameters"] == [200]
     assert job.description["BatchStrategy"] == "SingleRecord"
     environment = _NoDockerContainer.calls[1][2]
     assert environment["SAGEMAKER_BATCH_STRATEGY"] == "SINGLE_RECORD"

@@ -39,6 +39,7 @@ def create_app(settings: Settings, slot) -> Flask:
     app = Flask(__name__)
     parameters = batch.execution_parameters(settings, plan_layout(settings))
     # The largest body any request may have; each route then holds its own kind to its own limit.
+    limits = fields.Limits(max_items=settings.max_items, max_text_chars=settings.max_text_chars)
     app.config["MAX_CONTENT_LENGTH"] = batch.body_limit(settings, parameters, batch_request=True)[0]
     # Records of one JSON Lines request run side by side, so that the model loop batches them together.
     records_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="record")
@@ -55,16 +56,23 @@ def create_app(settings: Settings, slot) -> Flask:
     def log_request(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
         if request.path != "/ping":
-            log.info("%s %s %d %.1fms id=%s", request.method, request.path, response.status_code,
-                     1000 * (time.monotonic() - g.get("started", time.monotonic())), g.get("request_id"))
+            # One JSON line per request; never image data or texts, which may be large or private.
+            log.info("%s", codecs.encode_json({
+                "request_id": g.get("request_id"), "method": request.method, "route": request.path,
+                "status": response.status_code, "items": g.get("items", 0),
+                "error": g.get("error_code"),
+                "duration_ms": round(1000 * (time.monotonic() - g.get("started", time.monotonic())), 1),
+            }).decode())
         return response
 
     @app.errorhandler(ApiError)
     def api_error(error: ApiError) -> Response:
+        g.error_code = error.code
         return _json_response(error.body(), error.status)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
+        g.error_code = f"http_{error.code}"
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.code, "http_error")
         message = error.description
         if error.code == 413:
@@ -74,6 +82,7 @@ def create_app(settings: Settings, slot) -> Flask:
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> Response:
         log.exception("unhandled error on %s %s id=%s", request.method, request.path, g.get("request_id"))
+        g.error_code = "internal_error"
         return _json_response(_internal_error_body(), 500)
 
     # ---- health and model information -------------------------------------------------------------------
@@ -128,14 +137,14 @@ def create_app(settings: Settings, slot) -> Flask:
             normalize = fields.boolean(fields.with_options({}, options, {"normalize"}), "normalize", True)
             call = protocols.Call(tasks.EmbedTask((tasks.Item(image),), normalize), _render_image_embedding, "image")
         else:
-            call = protocols.detect(_json_body(), options, settings.max_items)
+            call = protocols.detect(_json_body(), options, limits)
         return _answer(call, accept)
 
     def seed_route(format_name: str):
         def handler() -> Response:
             accept = codecs.choose_response_type(request.headers.get("Accept"), (codecs.JSON, codecs.NPY))
             options = codecs.parse_custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES_HEADER))
-            return _answer(protocols.parse_as(format_name, _json_body(), options, settings.max_items), accept)
+            return _answer(protocols.parse_as(format_name, _json_body(), options, limits), accept)
         handler.__name__ = f"seed_{format_name}"
         return handler
 
@@ -152,6 +161,7 @@ def create_app(settings: Settings, slot) -> Flask:
         return codecs.decode_request(_body(batch_request=False), request.headers.get("Content-Type"))
 
     def _run(call: protocols.Call) -> tuple[tasks.Result, protocols.Context]:
+        g.items = tasks.item_count(call.task)
         engine = slot.get()
         started = g.started
         result = tasks.run(call.task, engine.for_request(started + settings.timeout_s))
@@ -171,11 +181,12 @@ def create_app(settings: Settings, slot) -> Flask:
         producible = (codecs.JSONLINES, codecs.JSON) + ((codecs.CSV,) if kind == "csv" else ())
         accept = codecs.choose_response_type(request.headers.get("Accept"), producible)
         lines = codecs.split_lines(_body(batch_request=True))
+        g.items = len(lines)
         engine = slot.get()  # not ready is the whole request's answer (503), not every record's
         if kind == "csv":
-            records = [batch.csv_record(line, options) for line in lines]
+            records = [batch.csv_record(line, options, limits) for line in lines]
         else:
-            records = [batch.json_record(line, options, settings.max_items) for line in lines]
+            records = [batch.json_record(line, options, limits) for line in lines]
         answers = batch.answer_records(records, engine, g.started, g.started + settings.timeout_s, records_pool)
         if accept == codecs.CSV:
             return Response(codecs.encode_csv_embeddings(answers), mimetype=codecs.CSV)

@@ -95,23 +95,23 @@ def _is_item(doc: Any) -> bool:
     return isinstance(doc, dict) and "task" not in doc and (("text" in doc) != ("image" in doc))
 
 
-def json_record(line: bytes, options: Mapping[str, Any], max_items: int) -> Record:
+def json_record(line: bytes, options: Mapping[str, Any], limits: fields.Limits) -> Record:
     doc: Any = None
     try:
         if not line.strip():
             raise ApiError("this line is empty; each line must hold one JSON request or record", code="empty_body")
         doc = codecs.decode_json(line)
         if not _is_item(doc):
-            return protocols.detect(doc, options, max_items)
+            return protocols.detect(doc, options, limits)
         body = fields.with_options(doc, options, ITEM_OPTIONS)
-        value = fields.text(doc["text"], "text") if "text" in doc else fields.image(doc["image"], "image")
+        value = fields.text(doc["text"], "text", limits) if "text" in doc else fields.image(doc["image"], "image")
         return ItemRecord(tasks.Item(value), _echo_of(doc), fields.boolean(body, "normalize", True))
     except ApiError as error:
         # Only item records echo their fields: a full request body may be megabytes of images.
         return FailedRecord(error, _echo_of(doc) if _is_item(doc) else {})
 
 
-def csv_record(line: bytes, options: Mapping[str, Any]) -> Record:
+def csv_record(line: bytes, options: Mapping[str, Any], limits: fields.Limits) -> Record:
     """A CSV line is one text or one image (http(s)/s3 URL or data: URI); quotes are CSV's."""
     try:
         text = line.decode("utf-8-sig")
@@ -122,7 +122,7 @@ def csv_record(line: bytes, options: Mapping[str, Any]) -> Record:
     try:
         if is_url(value) or value.startswith("data:"):
             return ItemRecord(tasks.Item(ImageSource(value, "line")), normalize=normalize)
-        return ItemRecord(tasks.Item(fields.text(value, "line")), normalize=normalize)
+        return ItemRecord(tasks.Item(fields.text(value, "line", limits)), normalize=normalize)
     except ApiError as error:
         return FailedRecord(error)
 

@@ -3,8 +3,10 @@
 Request threads submit prepared rows (image tensors, token rows) as jobs; the loop takes whatever is
 waiting, up to `max_batch_size` rows, runs one forward pass per modality and hands each job its own rows.
 It never waits for more work than is already queued, so a lone request pays no batching delay. The queue is
-bounded: a full queue is refused at once. A failing batch fails only its own jobs and the loop goes on;
-`healthy()` turns false when the loop thread has died or one batch has run for too long.
+bounded: a full queue is refused at once. A failing batch fails only its own jobs and the loop goes on; a
+batch that runs out of accelerator memory is split in halves and retried, so only a single row that
+cannot fit on its own fails. `healthy()` turns false when the loop thread has died or one batch has run
+for too long; a supervisor thread starts a new loop thread when one has died, so health comes back.
 """
 from __future__ import annotations
 
@@ -27,6 +29,11 @@ class QueueFull(Exception):
     """More work is waiting than the loop is allowed to hold."""
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    # torch.OutOfMemoryError (torch.cuda.OutOfMemoryError): matched by name, to keep torch out of this module.
+    return type(exc).__name__ == "OutOfMemoryError"
+
+
 @dataclass
 class _Job:
     modality: str
@@ -43,16 +50,31 @@ class ModelLoop:
         self._busy_since: Optional[float] = None
         self._carried: Optional[_Job] = None
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="model-loop", daemon=True)
+        self._thread = self._new_thread()
+        self._supervisor = threading.Thread(target=self._supervise, name="model-loop-supervisor", daemon=True)
         self.batches_run = 0
+        self.restarts = 0
+
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._run, name="model-loop", daemon=True)
 
     def start(self) -> "ModelLoop":
         self._thread.start()
+        self._supervisor.start()
         return self
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(0.5):
+            if not self._thread.is_alive():
+                log.error("model loop: the loop thread died; starting a new one")
+                self.restarts += 1
+                self._thread = self._new_thread()
+                self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
         self._thread.join(timeout=5)
+        self._supervisor.join(timeout=5)
         # Whoever still waits must hear that no answer is coming rather than wait out its deadline.
         leftovers = [self._carried] if self._carried is not None else []
         while True:
@@ -108,15 +130,35 @@ class ModelLoop:
             for modality in dict.fromkeys(job.modality for job in jobs):
                 self._run_batch(modality, [job for job in jobs if job.modality == modality])
 
+    def _encode_splitting(self, modality: str, rows: Sequence[Any]) -> np.ndarray:
+        """One job's rows, halved and retried while they run out of memory, down to a single row."""
+        try:
+            return self._encode(modality, rows)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or len(rows) == 1:
+                raise
+        half = len(rows) // 2
+        return np.concatenate([self._encode_splitting(modality, rows[:half]),
+                               self._encode_splitting(modality, rows[half:])])
+
     def _run_batch(self, modality: str, jobs: list[_Job]) -> None:
         rows = [row for job in jobs for row in job.rows]
         self._busy_since = time.monotonic()
         try:
-            out = self._encode(modality, rows)
+            out = self._encode_splitting(modality, rows) if len(jobs) == 1 else self._encode(modality, rows)
         except BaseException as exc:  # a failed batch must fail its own jobs, never the loop
+            if is_out_of_memory(exc) and len(jobs) > 1:
+                # Retry in halves, so that every request succeeds or fails on its own.
+                log.warning("model loop: out of memory on %d %s rows; retrying the batch in halves",
+                            len(rows), modality)
+                self._run_batch(modality, jobs[:len(jobs) // 2])
+                self._run_batch(modality, jobs[len(jobs) // 2:])
+                return
             log.exception("model loop: a %s batch of %d rows failed", modality, len(rows))
             for job in jobs:
                 job.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise  # SystemExit and the like end this thread; the supervisor starts a new one
             return
         finally:
             self._busy_since = None

@@ -95,10 +95,20 @@ class RequestEncoder:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         model = self._engine.model
+        if not self._engine.settings.truncate_text:
+            self._refuse_overlong(texts)
         return self._engine.text_cache.encode(texts, lambda missing: self.encode_rows(TEXT, list(model.tokenize(missing))))
 
     def encode_images(self, images: Sequence[ImageSource]) -> np.ndarray:
         return self.encode_rows(IMAGE, self._engine.prepare_images(images))
+
+    def _refuse_overlong(self, texts: Sequence[str]) -> None:
+        context = self._engine.model.info.context_length
+        for index, count in enumerate(self._engine.model.token_counts(texts) or []):
+            if count > context:
+                raise ApiError(f"text {index} of this request ({texts[index][:40]!r}...) is {count} tokens, longer "
+                               f"than the model's context of {context}; shorten it, or let the server truncate "
+                               f"it (TEXT_TRUNCATE=true)", code="text_too_long")
 
     def encode_rows(self, modality: str, rows: list) -> np.ndarray:
         try:

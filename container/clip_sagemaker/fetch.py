@@ -4,8 +4,8 @@ This module owns one thing: turning `http://...` / `https://...` into the respon
 FetchPolicy. A public endpoint that fetches arbitrary URLs is a server-side request forgery tool unless it
 refuses to, so every hop of every fetch is checked before any connection is made:
 
-* Only http and https. file://, ftp://, gopher://, s3:// and every other scheme are refused with
-  `unsupported_url_scheme` (400); s3:// is named as unsupported by this fetcher.
+* Only http and https. file://, ftp://, gopher:// and every other scheme are refused with
+  `unsupported_url_scheme` (400). (s3:// URLs never get here: inputs.UrlReader sends them to s3_images.py.)
 * URLs carrying credentials (`http://user:pass@host/`) are refused with `invalid_field` (400): they are
   never needed for public images, and `http://trusted.example@10.0.0.1/` is a classic way to disguise the
   real host from people reading logs.
@@ -32,7 +32,7 @@ goes past `max_bytes`; reading stops there), `invalid_image` (400: a Content-Typ
 nor application/octet-stream nor binary/octet-stream; a missing Content-Type is accepted and left to the
 image decoder). Every error is an ApiError naming the request field the URL came from.
 
-Not done here: decoding the bytes (inputs.decode_image does that), caching, and s3:// (a later fetcher).
+Not done here: decoding the bytes (inputs.decode_image does that), caching, and s3:// (s3_images.py).
 """
 from __future__ import annotations
 
@@ -182,9 +182,6 @@ def _parse(url: str, field: str) -> _Target:
     except ValueError as exc:
         raise invalid(field, f"is not a valid URL ({exc})") from None
     scheme = parts.scheme.lower()
-    if scheme == "s3":
-        raise invalid(field, "s3:// URLs are not supported by this fetcher; send an http(s) URL, base64 or "
-                             "a data: URI", code="unsupported_url_scheme")
     if scheme not in _DEFAULT_PORTS:
         shown = f"{scheme}://" if scheme else "a URL without a scheme"
         raise invalid(field, f"{shown} is not supported; image URLs must be http:// or https://",

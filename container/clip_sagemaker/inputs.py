@@ -36,10 +36,13 @@ class ImageSource:
     field: str
 
 
-def _decode_base64(text: str, field: str) -> bytes:
+def _decode_base64(text: str, field: str, max_bytes: int) -> bytes:
     compact = _WHITESPACE.sub("", text)
     if not compact:
         raise invalid(field, "the image is empty", code="invalid_image")
+    if len(compact) // 4 * 3 > max_bytes:
+        raise ApiError(f"{field}: the image is larger than {max_bytes} bytes (MAX_IMAGE_MB)",
+                       code="image_too_large", field=field, status=413)
     altchars = b"-_" if ("-" in compact or "_" in compact) else None
     # Clients often drop the trailing '=' padding; it carries no information, so restore it.
     compact += "=" * (-len(compact) % 4)
@@ -75,10 +78,10 @@ def image_bytes(source: ImageSource, urls: UrlReader) -> bytes:
         if not match.group("b64"):
             raise invalid(source.field, "data URI must be base64-encoded (data:image/...;base64,...)",
                           code="invalid_image")
-        return _decode_base64(value[match.end():], source.field)
+        return _decode_base64(value[match.end():], source.field, urls.policy.max_bytes)
     if is_url(value):
         return urls.read(value, source.field)
-    return _decode_base64(value, source.field)
+    return _decode_base64(value, source.field, urls.policy.max_bytes)
 
 
 def decode_image(data: bytes, field: str, max_pixels: int, draft_size: Optional[int] = None) -> Image.Image:

@@ -132,12 +132,29 @@ class ClipModel:
         """A decoded RGB PIL image → the normalised tensor the vision tower takes (on the CPU)."""
         return self._preprocess(image)
 
+    def token_counts(self, texts: Sequence[str]) -> Optional[list[int]]:
+        """Tokens each text takes before truncation (start and end tokens included), for open_clip's own
+        tokenizer; None for Hugging Face tokenizers, which truncate by themselves."""
+        encode = getattr(self._tokenizer, "encode", None)
+        if encode is None or not hasattr(self._tokenizer, "sot_token_id"):
+            return None
+        return [len(encode(text)) + 2 for text in texts]
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Texts → token ids, one row per text (open_clip truncates past the context length)."""
         return self._tokenizer(list(texts))
 
     def encode(self, modality: str, rows: Sequence[torch.Tensor]) -> np.ndarray:
         """One forward pass over prepared rows; returns unnormalised float32 embeddings, one row per input."""
+        try:
+            return self._forward(modality, rows)
+        except torch.OutOfMemoryError:
+            # Give the failed batch's memory back before the model loop retries it in smaller pieces.
+            if self._device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise
+
+    def _forward(self, modality: str, rows: Sequence[torch.Tensor]) -> np.ndarray:
         batch = torch.stack(list(rows)).to(self._device, non_blocking=True)
         with torch.inference_mode():
             if modality == IMAGE:

@@ -108,6 +108,8 @@ class Settings:
     batch_max_payload_mb: Optional[int] = None
     batch_max_concurrent: Optional[int] = None
     max_items: int = 256
+    max_text_chars: int = 10_000
+    truncate_text: bool = True
     max_image_pixels: int = 40_000_000
     # Images given by URL.
     image_url_allowed_hosts: str = ""
@@ -149,6 +151,8 @@ class Settings:
             batch_max_concurrent=_int(env, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", None)
             or _int(env, "BATCH_MAX_CONCURRENT_TRANSFORMS", None),
             max_items=_int(env, "MAX_ITEMS", 256),
+            max_text_chars=_int(env, "MAX_TEXT_CHARS", 10_000),
+            truncate_text=_bool(env, "TEXT_TRUNCATE", True),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000),
             image_url_allowed_hosts=_text(env, "IMAGE_URL_ALLOWED_HOSTS") or "",
             max_image_bytes=_int(env, "MAX_IMAGE_MB", 25) * MB,

@@ -168,6 +168,15 @@ def _decide(task: ClassifyTask, probabilities: np.ndarray, top_k: int) -> Classi
         classification=decision)
 
 
+def item_count(task: Task) -> int:
+    """Texts and images a task embeds (for logs)."""
+    if isinstance(task, EmbedTask):
+        return len(task.items)
+    if isinstance(task, RankTask):
+        return len(task.queries) + len(task.candidates)
+    return len(task.images) + len(task.labels)
+
+
 def run(task: Task, encoder: Encoder) -> Result:
     if isinstance(task, EmbedTask):
         return embed(task, encoder)

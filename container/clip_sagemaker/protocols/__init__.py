@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import ApiError
 from ..tasks import Classification, EmbedResult, RankResult, Result, Task
 from . import clip_api_service, general, labelled_classes, openclip_api, openclip_service
-from .fields import type_name
+from .fields import Limits, type_name
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,10 @@ FORMATS: tuple[tuple[str, Callable[[Any], bool], Parse], ...] = (
 _PARSERS = {name: parse for name, _, parse in FORMATS}
 
 
-def detect(body: Any, options: Mapping[str, Any], max_items: int) -> Call:
+def detect(body: Any, options: Mapping[str, Any], limits: Limits) -> Call:
     for name, matches, parse in FORMATS:
         if matches(body):
-            return Call(*parse(body, options, max_items), format=name)
+            return Call(*parse(body, options, limits), format=name)
     if isinstance(body, dict):
         keys = ", ".join(sorted(body)) or "none"
         raise ApiError(f"unrecognised request format (keys: {keys}); send {{\"task\": \"embed\" | \"rank\" | "
@@ -76,8 +76,8 @@ def detect(body: Any, options: Mapping[str, Any], max_items: int) -> Call:
                    code="unknown_format")
 
 
-def parse_as(name: str, body: Any, options: Mapping[str, Any], max_items: int) -> Call:
-    return Call(*_PARSERS[name](body, options, max_items), format=name)
+def parse_as(name: str, body: Any, options: Mapping[str, Any], limits: Limits) -> Call:
+    return Call(*_PARSERS[name](body, options, limits), format=name)
 
 
 def as_array(result: Result) -> np.ndarray:

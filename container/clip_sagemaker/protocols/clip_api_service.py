@@ -15,7 +15,7 @@ from . import fields
 ENCODE_OPTIONS = {"normalize"}
 
 
-def _item(value: Any, field: str) -> tasks.Item:
+def _item(value: Any, field: str, limits: fields.Limits) -> tasks.Item:
     if not isinstance(value, dict):
         raise invalid(field, f'must be an object like {{"text": "..."}}, got {fields.type_name(value)}')
     if value.get("img_uri") is not None:
@@ -23,18 +23,18 @@ def _item(value: Any, field: str) -> tasks.Item:
     if value.get("img_blob") is not None:
         return tasks.Item(fields.image(value["img_blob"], f"{field}.img_blob"))
     if value.get("text") is not None:
-        return tasks.Item(fields.text(value["text"], f"{field}.text"))
+        return tasks.Item(fields.text(value["text"], f"{field}.text", limits))
     raise invalid(field, 'needs one of "text", "img_uri" or "img_blob"', code="missing_field")
 
 
-def _items(values: list, path: str) -> tuple[tasks.Item, ...]:
-    return tuple(_item(v, f"{path}[{i}]") for i, v in enumerate(values))
+def _items(values: list, path: str, limits: fields.Limits) -> tuple[tasks.Item, ...]:
+    return tuple(_item(v, f"{path}[{i}]", limits) for i, v in enumerate(values))
 
 
-def parse_rank(body: Any, options: Mapping[str, Any], max_items: int):
+def parse_rank(body: Any, options: Mapping[str, Any], limits: fields.Limits):
     body = fields.require_object(body, "POST /rank")
-    task = tasks.RankTask(queries=_items(fields.items_list(body, "queries", max_items), "queries"),
-                          candidates=_items(fields.items_list(body, "candidates", max_items), "candidates"))
+    task = tasks.RankTask(queries=_items(fields.items_list(body, "queries", limits), "queries", limits),
+                          candidates=_items(fields.items_list(body, "candidates", limits), "candidates", limits))
 
     def render(result: tasks.RankResult, ctx) -> dict:
         return {"probabilities": result.probabilities, "cosine_similarities": result.cosine_similarities}
@@ -42,8 +42,8 @@ def parse_rank(body: Any, options: Mapping[str, Any], max_items: int):
     return task, render
 
 
-def parse_encode(body: Any, options: Mapping[str, Any], max_items: int):
-    items = fields.as_list(body, "body", max_items)
+def parse_encode(body: Any, options: Mapping[str, Any], limits: fields.Limits):
+    items = fields.as_list(body, "body", limits)
     normalize = fields.boolean(fields.with_options({}, options, ENCODE_OPTIONS), "normalize", False)
-    task = tasks.EmbedTask(_items(items, ""), normalize=normalize)
+    task = tasks.EmbedTask(_items(items, "", limits), normalize=normalize)
     return task, lambda result, ctx: result.vectors

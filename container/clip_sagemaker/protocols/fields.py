@@ -4,6 +4,7 @@ Each helper returns the clean value or raises an ApiError naming the field path 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from ..errors import ApiError, invalid
@@ -11,6 +12,13 @@ from ..inputs import ImageSource
 from ..tasks import render_prompt
 
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one request may hold (MAX_ITEMS, MAX_TEXT_CHARS)."""
+    max_items: int = 256
+    max_text_chars: int = 10_000
 
 
 def type_name(value: Any) -> str:
@@ -34,11 +42,14 @@ def reject_unknown(body: dict, allowed: set[str], where: str) -> None:
                        code="unknown_field", field=unknown[0])
 
 
-def text(value: Any, field: str) -> str:
+def text(value: Any, field: str, limits: Limits) -> str:
     if not isinstance(value, str):
         raise invalid(field, f"must be a string, got {type_name(value)}")
     if not value.strip():
         raise invalid(field, "must not be empty", code="empty_text")
+    if len(value) > limits.max_text_chars:
+        raise ApiError(f"{field}: {len(value)} characters, above the limit of {limits.max_text_chars} "
+                       f"(MAX_TEXT_CHARS)", code="text_too_long", field=field, status=413)
     return value
 
 
@@ -48,7 +59,7 @@ def image(value: Any, field: str) -> ImageSource:
     return ImageSource(value, field)
 
 
-def as_list(value: Any, field: str, max_items: int, required: bool = True) -> list:
+def as_list(value: Any, field: str, limits: Limits, required: bool = True) -> list:
     if value is _MISSING or value is None:
         if required:
             raise ApiError(f"{field}: this field is required", code="missing_field", field=field)
@@ -57,14 +68,14 @@ def as_list(value: Any, field: str, max_items: int, required: bool = True) -> li
         raise invalid(field, f"must be a list, got {type_name(value)}")
     if required and not value:
         raise invalid(field, "must not be empty", code="empty_list")
-    if len(value) > max_items:
-        raise ApiError(f"{field}: {len(value)} items, above the limit of {max_items} (MAX_ITEMS)",
+    if len(value) > limits.max_items:
+        raise ApiError(f"{field}: {len(value)} items, above the limit of {limits.max_items} (MAX_ITEMS)",
                        code="too_many_items", field=field, status=413)
     return value
 
 
-def items_list(body: dict, key: str, max_items: int, required: bool = True) -> list:
-    return as_list(body.get(key, _MISSING), key, max_items, required)
+def items_list(body: dict, key: str, limits: Limits, required: bool = True) -> list:
+    return as_list(body.get(key, _MISSING), key, limits, required)
 
 
 def with_options(body: dict, options: Mapping[str, Any], accepted: set[str]) -> dict:
@@ -72,12 +83,12 @@ def with_options(body: dict, options: Mapping[str, Any], accepted: set[str]) -> 
     return {**{k: v for k, v in options.items() if k in accepted}, **body}
 
 
-def texts(body: dict, key: str, max_items: int, required: bool = True) -> tuple[str, ...]:
-    return tuple(text(v, f"{key}[{i}]") for i, v in enumerate(items_list(body, key, max_items, required)))
+def texts(body: dict, key: str, limits: Limits, required: bool = True) -> tuple[str, ...]:
+    return tuple(text(v, f"{key}[{i}]", limits) for i, v in enumerate(items_list(body, key, limits, required)))
 
 
-def images(body: dict, key: str, max_items: int, required: bool = True) -> tuple[ImageSource, ...]:
-    return tuple(image(v, f"{key}[{i}]") for i, v in enumerate(items_list(body, key, max_items, required)))
+def images(body: dict, key: str, limits: Limits, required: bool = True) -> tuple[ImageSource, ...]:
+    return tuple(image(v, f"{key}[{i}]") for i, v in enumerate(items_list(body, key, limits, required)))
 
 
 # For every option, null means "the default", as leaving the field out does.
@@ -128,9 +139,9 @@ def prompt_template(body: dict, key: str, default: str) -> str:
     return value
 
 
-def classes(body: dict, max_items: int) -> tuple[tuple[str, ...], Optional[tuple[Any, ...]]]:
+def classes(body: dict, limits: Limits) -> tuple[tuple[str, ...], Optional[tuple[Any, ...]]]:
     """`[[label, class_id], ...]` or plain `[label, ...]` → (labels, class ids or None)."""
-    raw = items_list(body, "classes", max_items)
+    raw = items_list(body, "classes", limits)
     labelled = isinstance(raw[0], list)
     labels, ids = [], []
     for i, entry in enumerate(raw):
@@ -142,10 +153,10 @@ def classes(body: dict, max_items: int) -> tuple[tuple[str, ...], Optional[tuple
             if isinstance(class_id, (list, dict)):
                 raise invalid(f"{field}[1]", f"the class id must be a number, string or boolean, got "
                                              f"{type_name(class_id)}")
-            labels.append(text(label, f"{field}[0]"))
+            labels.append(text(label, f"{field}[0]", limits))
             ids.append(class_id)
         else:
             if isinstance(entry, list):
                 raise invalid(field, "mixes a [label, class_id] pair with plain-string classes")
-            labels.append(text(entry, field))
+            labels.append(text(entry, field, limits))
     return tuple(labels), (tuple(ids) if labelled else None)

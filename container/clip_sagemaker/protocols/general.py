@@ -19,28 +19,28 @@ EMBED_OPTIONS = {"normalize"}
 RANK_OPTIONS = {"top_k"}
 
 
-def _item(value: Any, field: str) -> tasks.Item:
+def _item(value: Any, field: str, limits: fields.Limits) -> tasks.Item:
     if not isinstance(value, dict) or len(value) != 1 or not ({"text", "image"} & set(value)):
         raise invalid(field, 'must be {"text": "..."} or {"image": "<base64, data URI or URL>"}')
     if "text" in value:
-        return tasks.Item(fields.text(value["text"], f"{field}.text"))
+        return tasks.Item(fields.text(value["text"], f"{field}.text", limits))
     return tasks.Item(fields.image(value["image"], f"{field}.image"))
 
 
-def _items(body: dict, key: str, max_items: int) -> tuple[tasks.Item, ...]:
-    return tuple(_item(v, f"{key}[{i}]") for i, v in enumerate(fields.items_list(body, key, max_items)))
+def _items(body: dict, key: str, limits: fields.Limits) -> tuple[tasks.Item, ...]:
+    return tuple(_item(v, f"{key}[{i}]", limits) for i, v in enumerate(fields.items_list(body, key, limits)))
 
 
-def _embed(body: dict, options: Mapping[str, Any], max_items: int):
+def _embed(body: dict, options: Mapping[str, Any], limits: fields.Limits):
     fields.reject_unknown(body, EMBED_OPTIONS | {"task", "texts", "images"}, "task embed")
     body = fields.with_options(body, options, EMBED_OPTIONS)
-    texts = fields.texts(body, "texts", max_items, required=False)
-    images = fields.images(body, "images", max_items, required=False)
+    texts = fields.texts(body, "texts", limits, required=False)
+    images = fields.images(body, "images", limits, required=False)
     if not texts and not images:
         raise ApiError("task embed needs at least one of texts or images", code="missing_field", field="texts")
-    if len(texts) + len(images) > max_items:
+    if len(texts) + len(images) > limits.max_items:
         raise ApiError(f"{len(texts) + len(images)} texts and images together, above the limit of "
-                       f"{max_items} (MAX_ITEMS)", code="too_many_items", status=413)
+                       f"{limits.max_items} (MAX_ITEMS)", code="too_many_items", status=413)
     task = tasks.EmbedTask(tuple(tasks.Item(v) for v in (*texts, *images)),
                            normalize=fields.boolean(body, "normalize", True))
 
@@ -52,11 +52,11 @@ def _embed(body: dict, options: Mapping[str, Any], max_items: int):
     return task, render
 
 
-def _rank(body: dict, options: Mapping[str, Any], max_items: int):
+def _rank(body: dict, options: Mapping[str, Any], limits: fields.Limits):
     fields.reject_unknown(body, RANK_OPTIONS | {"task", "queries", "candidates"}, "task rank")
     body = fields.with_options(body, options, RANK_OPTIONS)
-    task = tasks.RankTask(queries=_items(body, "queries", max_items),
-                          candidates=_items(body, "candidates", max_items))
+    task = tasks.RankTask(queries=_items(body, "queries", limits),
+                          candidates=_items(body, "candidates", limits))
     top_k = fields.integer(body, "top_k", len(task.candidates), 1)
 
     def render(result: tasks.RankResult, ctx) -> dict:
@@ -74,16 +74,16 @@ def _render_classification(result: list[tasks.Classification], ctx) -> dict:
          "selected": c.selected, "prompts": labelled_classes.prompts_triple(c)} for c in result]}
 
 
-def _classify(body: dict, options: Mapping[str, Any], max_items: int):
+def _classify(body: dict, options: Mapping[str, Any], limits: fields.Limits):
     fields.reject_unknown(body, labelled_classes.KEYS | {"task"}, "task classify")
-    return labelled_classes.parse_classify(body, options, max_items), _render_classification
+    return labelled_classes.parse_classify(body, options, limits), _render_classification
 
 
 _TASKS = {"embed": _embed, "rank": _rank, "classify": _classify}
 
 
-def parse(body: dict, options: Mapping[str, Any], max_items: int):
+def parse(body: dict, options: Mapping[str, Any], limits: fields.Limits):
     name = body.get("task")
     if name not in _TASKS:
         raise invalid("task", f"must be one of {', '.join(_TASKS)}, got {name!r}", code="unknown_task")
-    return _TASKS[name](body, options, max_items)
+    return _TASKS[name](body, options, limits)

@@ -16,11 +16,11 @@ OPTIONS = {"prompt_template", "top_k", "margin", "logit_scale"}
 KEYS = {"images", "classes"} | OPTIONS
 
 
-def parse_classify(body: dict, options: Mapping[str, Any], max_items: int) -> tasks.ClassifyTask:
+def parse_classify(body: dict, options: Mapping[str, Any], limits: fields.Limits) -> tasks.ClassifyTask:
     body = fields.with_options(body, options, OPTIONS)
-    labels, class_ids = fields.classes(body, max_items)
+    labels, class_ids = fields.classes(body, limits)
     return tasks.ClassifyTask(
-        images=fields.images(body, "images", max_items),
+        images=fields.images(body, "images", limits),
         labels=labels,
         class_ids=class_ids,
         prompt_template=fields.prompt_template(body, "prompt_template", tasks.DEFAULT_PROMPT_TEMPLATE),
@@ -40,5 +40,5 @@ def render(result: list[tasks.Classification], ctx: Any) -> list:
             for c in result]
 
 
-def parse(body: Any, options: Mapping[str, Any], max_items: int):
-    return parse_classify(fields.require_object(body, "labelled classification"), options, max_items), render
+def parse(body: Any, options: Mapping[str, Any], limits: fields.Limits):
+    return parse_classify(fields.require_object(body, "labelled classification"), options, limits), render

@@ -14,11 +14,11 @@ from . import fields
 OPTIONS = {"normalize"}
 
 
-def parse(body: Any, options: Mapping[str, Any], max_items: int):
+def parse(body: Any, options: Mapping[str, Any], limits: fields.Limits):
     body = fields.with_options(fields.require_object(body, "POST /embeddings"), options, OPTIONS)
     items = []
     if body.get("text") is not None:
-        items.append(tasks.Item(fields.text(body["text"], "text")))
+        items.append(tasks.Item(fields.text(body["text"], "text", limits)))
     if body.get("image") is not None:
         items.append(tasks.Item(fields.image(body["image"], "image")))
     if not items:

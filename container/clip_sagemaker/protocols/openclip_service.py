@@ -9,8 +9,8 @@ from . import fields
 OPTIONS = {"normalize"}
 
 
-def parse(body: Any, options: Mapping[str, Any], max_items: int):
+def parse(body: Any, options: Mapping[str, Any], limits: fields.Limits):
     body = fields.with_options(fields.require_object(body, "POST /embed"), options, OPTIONS)
-    task = tasks.EmbedTask(tuple(tasks.Item(t) for t in fields.texts(body, "texts", max_items)),
+    task = tasks.EmbedTask(tuple(tasks.Item(t) for t in fields.texts(body, "texts", limits)),
                            normalize=fields.boolean(body, "normalize", True))
     return task, lambda result, ctx: {"embeddings": result.vectors}
