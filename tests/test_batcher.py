@@ -417,3 +417,42 @@ def test_a_dead_loop_thread_is_replaced_and_health_comes_back():
         assert loop.submit("text", ["x"])[0].result(timeout=5).shape == (1, 1)
     finally:
         loop.stop()
+
+
+def test_under_concurrent_load_the_loop_waits_briefly_to_fill_the_batch_but_a_lone_job_never_waits():
+    import threading
+    import time
+    from clip_sagemaker.batcher import ModelLoop
+
+    gate, sizes = threading.Event(), []
+
+    def encode(modality, rows):
+        gate.wait(5)
+        sizes.append(len(rows))
+        return np.zeros((len(rows), 1), np.float32)
+
+    loop = ModelLoop(encode, max_batch_size=8, max_queue=20, stuck_after_s=60, max_wait_s=2.0).start()
+    try:
+        # A lone job: answered without the 2 s wait.
+        gate.set()
+        started = time.monotonic()
+        loop.submit("text", ["a"])[0].result(timeout=5)
+        assert time.monotonic() - started < 1.0
+        # Two jobs that queue up behind a busy batch share the next one, which marks the load as concurrent ...
+        gate.clear()
+        busy = loop.submit("text", ["x"])[0]
+        time.sleep(0.3)  # the loop sits in encode with "x"
+        pair = [loop.submit("text", [x])[0] for x in "bc"]
+        gate.set()
+        busy.result(timeout=5)
+        for f in pair:
+            f.result(timeout=5)
+        assert sizes[-1] == 2
+        # ... so the next batch waits for a job that arrives a little later, and the two run together.
+        first = loop.submit("text", ["d"])[0]
+        time.sleep(0.3)
+        second = loop.submit("text", ["e"])[0]
+        first.result(timeout=5), second.result(timeout=5)
+        assert sizes[-1] == 2
+    finally:
+        loop.stop()

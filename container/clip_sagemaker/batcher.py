@@ -2,7 +2,9 @@
 
 Request threads submit prepared rows (image tensors, token rows) as jobs; the loop takes whatever is
 waiting, up to `max_batch_size` rows, runs one forward pass per modality and hands each job its own rows.
-It never waits for more work than is already queued, so a lone request pays no batching delay. The queue is
+Under concurrent load (the previous batch served more than one request) it waits up to `max_wait_s` for
+more jobs to fill the batch, because clients answered by the last batch are already sending their next
+requests; a lone client's batches serve one request each, so it never waits. The queue is
 bounded: a full queue is refused at once. A failing batch fails only its own jobs and the loop goes on; a
 batch that runs out of accelerator memory is split in halves and retried, so only a single row that
 cannot fit on its own fails. `healthy()` turns false when the loop thread has died or one batch has run
@@ -42,9 +44,12 @@ class _Job:
 
 
 class ModelLoop:
-    def __init__(self, encode: Encode, max_batch_size: int, max_queue: int, stuck_after_s: float):
+    def __init__(self, encode: Encode, max_batch_size: int, max_queue: int, stuck_after_s: float,
+                 max_wait_s: float = 0.0):
         self._encode = encode
         self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self._concurrent = False  # did the last batch serve more than one job?
         self._queue: queue.Queue[_Job] = queue.Queue(maxsize=max_queue)
         self._stuck_after_s = stuck_after_s
         self._busy_since: Optional[float] = None
@@ -112,9 +117,10 @@ class ModelLoop:
             except queue.Empty:
                 return []
         rows = len(jobs[0].rows)
+        wait_until = time.monotonic() + (self.max_wait_s if self._concurrent else 0.0)
         while rows < self.max_batch_size:
             try:
-                job = self._queue.get_nowait()
+                job = self._queue.get(timeout=max(0.0, wait_until - time.monotonic()))
             except queue.Empty:
                 break
             if rows + len(job.rows) > self.max_batch_size:
@@ -122,6 +128,7 @@ class ModelLoop:
                 break
             jobs.append(job)
             rows += len(job.rows)
+        self._concurrent = len(jobs) > 1
         return jobs
 
     def _run(self) -> None:

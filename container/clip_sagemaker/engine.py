@@ -31,12 +31,22 @@ def default_batch_size(device: str) -> int:
     return 128 if device.startswith("cuda") else 16
 
 
+def default_batch_wait_ms(device: str) -> float:
+    # Long enough for answered clients to send their next request; short beside one forward pass
+    # (a CPU's ViT-B-32 batch takes hundreds of ms, a GPU's a few).
+    return 2.0 if device.startswith("cuda") else 20.0
+
+
 class Engine:
     def __init__(self, model: ClipModel, settings: Settings):
         self.model = model
         self.settings = settings
+        wait_ms = settings.max_batch_wait_ms
+        if wait_ms is None:
+            wait_ms = default_batch_wait_ms(model.info.device)
         self.loop = ModelLoop(model.encode, settings.max_batch_size or default_batch_size(model.info.device),
-                              settings.max_queue, stuck_after_s=settings.timeout_s).start()
+                              settings.max_queue, stuck_after_s=settings.timeout_s,
+                              max_wait_s=wait_ms / 1000).start()
         self._urls = UrlReader(settings.fetch_policy(), settings.image_s3_buckets)
         self.text_cache = TextCache(model.info.name, settings.text_cache_size)
         # JPEGs decode at a reduced scale that is still at least the model's input size (Pillow's draft mode).

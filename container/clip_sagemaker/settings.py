@@ -13,6 +13,8 @@ from typing import Mapping, Optional
 from .fetch import FetchPolicy
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
+# Where the Docker image keeps a model baked in at build time (`--build-arg MODEL_DIR_IN_CONTEXT=...`).
+DEFAULT_BAKED_MODEL_DIR = "/opt/baked-model"
 DEFAULT_MODEL_NAME = "ViT-B-32"
 DEFAULT_MODEL_PRETRAINED = "laion2b_s34b_b79k"
 MB = 1024 * 1024
@@ -42,7 +44,7 @@ def _int(env: Mapping[str, str], name: str, default: Optional[int], minimum: int
     return number
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def _float(env: Mapping[str, str], name: str, default: Optional[float], minimum: float = 0.0) -> Optional[float]:
     value = _text(env, name)
     if value is None:
         return default
@@ -81,6 +83,8 @@ class Settings:
     # Where the model comes from (see model_source.py for the precedence).
     model_dir: str = DEFAULT_MODEL_DIR
     model_dir_explicit: bool = False
+    baked_model_dir: str = DEFAULT_BAKED_MODEL_DIR
+    baked_model_dir_explicit: bool = False
     model_name: str = DEFAULT_MODEL_NAME
     model_pretrained: str = DEFAULT_MODEL_PRETRAINED
     clip_model: Optional[str] = None
@@ -98,6 +102,7 @@ class Settings:
     log_level: str = "info"
     # Model loop and the work around it.
     max_batch_size: Optional[int] = None
+    max_batch_wait_ms: Optional[float] = None
     max_queue: int = 1024
     text_cache_size: int = 10_000
     trim_text: bool = True
@@ -121,10 +126,13 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
         batch_mode = _bool(env, "SAGEMAKER_BATCH", False)
         model_dir = _text(env, "MODEL_DIR")
+        baked_model_dir = _text(env, "BAKED_MODEL_DIR")
         precision = _choice(env, "PRECISION", ("fp32", "fp16", "bf16"))
         settings = cls(
             model_dir=model_dir or DEFAULT_MODEL_DIR,
             model_dir_explicit=model_dir is not None,
+            baked_model_dir=baked_model_dir or DEFAULT_BAKED_MODEL_DIR,
+            baked_model_dir_explicit=baked_model_dir is not None,
             model_name=_text(env, "MODEL_NAME") or DEFAULT_MODEL_NAME,
             model_pretrained=_text(env, "MODEL_PRETRAINED") or DEFAULT_MODEL_PRETRAINED,
             clip_model=_text(env, "CLIP_MODEL"),
@@ -140,6 +148,7 @@ class Settings:
             batch_mode=batch_mode,
             log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error", "critical")) or "info",
             max_batch_size=_int(env, "MAX_BATCH_SIZE", None),
+            max_batch_wait_ms=_float(env, "MAX_BATCH_WAIT_MS", None),
             max_queue=_int(env, "MAX_QUEUE", 1024),
             text_cache_size=_int(env, "TEXT_CACHE_SIZE", 10_000, minimum=0),
             trim_text=_bool(env, "TEXT_TRIM", True),
