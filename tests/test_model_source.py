@@ -1,10 +1,10 @@
-"""Where the model comes from: model directory, then MODEL_NAME + MODEL_PRETRAINED, with clear errors."""
+"""Where the model comes from: model directory, baked-in model, CLIP_MODEL, then MODEL_NAME + MODEL_PRETRAINED."""
 from __future__ import annotations
 
 import pytest
 
 from clip_sagemaker.model_source import CONFIG_FILE, WEIGHT_FILES, ModelSourceError, resolve_model_source
-from clip_sagemaker.settings import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PRETRAINED, Settings
+from clip_sagemaker.settings import DEFAULT_BAKED_MODEL_DIR, DEFAULT_MODEL_NAME, DEFAULT_MODEL_PRETRAINED, Settings
 
 
 def _model_dir(root, *files):
@@ -166,3 +166,84 @@ def test_model_id_is_only_the_display_name(tmp_path):
     source = resolve_model_source(settings)
     assert source.display_name == "OpenCLIP-ViT-B-32-laion2B"
     assert (source.name, source.pretrained) == ("ViT-B-32", "laion2b_s34b_b79k")
+
+
+# --- BAKED_MODEL_DIR: a model baked into the Docker image (default /opt/baked-model) ----------------------
+
+def test_baked_model_is_used_when_model_dir_holds_no_model(tmp_path):
+    baked = _model_dir(tmp_path / "baked", CONFIG_FILE, WEIGHT_FILES[0])
+    settings = Settings(model_dir=str(tmp_path / "absent"), baked_model_dir=str(baked))
+    source = resolve_model_source(settings)
+    assert source.name == f"local-dir:{baked}"
+    assert source.pretrained is None and source.random_weights is False
+    assert source.description == f"baked-in model directory {baked} ({WEIGHT_FILES[0]})"
+    assert source.display_name == str(baked)
+
+
+def test_precedence_is_model_dir_then_baked_model_then_clip_model_then_model_name(tmp_path):
+    directory = _model_dir(tmp_path / "model", CONFIG_FILE, WEIGHT_FILES[0])
+    baked = _model_dir(tmp_path / "baked", CONFIG_FILE, WEIGHT_FILES[0])
+    everything = Settings(model_dir=str(directory), baked_model_dir=str(baked), clip_model="ViT-B-16:openai",
+                          model_name="RN50")
+    assert resolve_model_source(everything).name == f"local-dir:{directory}"
+    no_dir = everything.replace(model_dir=str(tmp_path / "absent"))
+    assert resolve_model_source(no_dir).name == f"local-dir:{baked}"
+    nothing_baked = no_dir.replace(baked_model_dir=str(tmp_path / "not-baked"))
+    assert resolve_model_source(nothing_baked).name == "ViT-B-16"
+    assert resolve_model_source(nothing_baked.replace(clip_model=None)).name == "RN50"
+
+
+def test_empty_default_model_dir_falls_through_to_the_baked_model(tmp_path):
+    # SageMaker without a ModelDataUrl, or `docker run` without a mount: /opt/ml/model is empty or absent.
+    baked = _model_dir(tmp_path / "baked", CONFIG_FILE, "open_clip_pytorch_model.bin")
+    settings = Settings(model_dir=str(_model_dir(tmp_path / "model")), baked_model_dir=str(baked))
+    assert resolve_model_source(settings).name == f"local-dir:{baked}"
+
+
+def test_explicit_model_dir_without_a_model_is_an_error_even_with_a_baked_model(tmp_path):
+    baked = _model_dir(tmp_path / "baked", CONFIG_FILE, WEIGHT_FILES[0])
+    settings = Settings(model_dir=str(tmp_path / "typo"), model_dir_explicit=True, baked_model_dir=str(baked))
+    with pytest.raises(ModelSourceError) as caught:
+        resolve_model_source(settings)
+    assert str(caught.value).startswith(f"MODEL_DIR={tmp_path / 'typo'} ")
+
+
+def test_absent_baked_model_dir_is_skipped(tmp_path):
+    settings = Settings(model_dir=str(tmp_path / "absent"), baked_model_dir=str(tmp_path / "no-baked-model"),
+                        clip_model="ViT-B-16:openai")
+    assert (resolve_model_source(settings).name, resolve_model_source(settings).pretrained) == ("ViT-B-16", "openai")
+
+
+def test_baked_model_dir_of_the_default_image_holding_only_a_readme_is_skipped(tmp_path):
+    # The image built without MODEL_DIR_IN_CONTEXT has docker/no-baked-model/README.md in /opt/baked-model.
+    placeholder = _model_dir(tmp_path / "baked", "README.md")
+    settings = Settings(model_dir=str(tmp_path / "absent"), baked_model_dir=str(placeholder))
+    source = resolve_model_source(settings)
+    assert (source.name, source.pretrained) == (DEFAULT_MODEL_NAME, DEFAULT_MODEL_PRETRAINED)
+
+
+@pytest.mark.parametrize("files", [(CONFIG_FILE,), ("open_clip_model.safetensors",)])
+def test_half_a_baked_model_is_an_error(tmp_path, files):
+    baked = _model_dir(tmp_path / "baked", *files)
+    settings = Settings(model_dir=str(tmp_path / "absent"), baked_model_dir=str(baked), clip_model="RN50:openai")
+    with pytest.raises(ModelSourceError) as caught:
+        resolve_model_source(settings)
+    message = str(caught.value)
+    assert message.startswith(f"BAKED_MODEL_DIR={baked} does not hold an open_clip model")
+    assert all(name in message for name in files)
+
+
+def test_explicit_baked_model_dir_that_does_not_exist_is_an_error(tmp_path):
+    settings = Settings.from_env({"BAKED_MODEL_DIR": str(tmp_path / "typo")}).replace(model_dir=str(tmp_path / "x"))
+    with pytest.raises(ModelSourceError) as caught:
+        resolve_model_source(settings)
+    assert f"BAKED_MODEL_DIR={tmp_path / 'typo'}" in str(caught.value)
+    assert "does not exist" in str(caught.value)
+
+
+def test_baked_model_dir_setting_defaults_to_opt_baked_model_and_is_read_from_the_environment():
+    assert Settings.from_env({}).baked_model_dir == DEFAULT_BAKED_MODEL_DIR == "/opt/baked-model"
+    assert Settings.from_env({}).baked_model_dir_explicit is False
+    assert Settings.from_env({"BAKED_MODEL_DIR": "  "}).baked_model_dir_explicit is False
+    parsed = Settings.from_env({"BAKED_MODEL_DIR": " /srv/clip "})
+    assert (parsed.baked_model_dir, parsed.baked_model_dir_explicit) == ("/srv/clip", True)

@@ -1,10 +1,12 @@
 """Decides where the model comes from, without loading it (and without importing torch).
 
 Precedence: a model in MODEL_DIR (the open_clip directory layout SageMaker unpacks `model.tar.gz` into),
-then CLIP_MODEL (seed 002's variable: `ARCH:tag`, `hf-hub:org/name`, or a Hugging Face repo name such as
+then a model in BAKED_MODEL_DIR (default /opt/baked-model: where the Docker image keeps a model baked in at
+build time; absent, or holding neither file as in the default image, means none), then CLIP_MODEL (seed
+002's variable: `ARCH:tag`, `hf-hub:org/name`, or a Hugging Face repo name such as
 `openai/clip-vit-base-patch32`), then MODEL_NAME + MODEL_PRETRAINED (seed 001's), then the default
-ViT-B-32 / laion2b_s34b_b79k. `serve` calls this before
-starting gunicorn, so a wrong setting stops the container with one clear message instead of a crash loop.
+ViT-B-32 / laion2b_s34b_b79k. `serve` calls this before starting gunicorn, so a wrong setting stops the
+container with one clear message instead of a crash loop.
 """
 from __future__ import annotations
 
@@ -55,22 +57,31 @@ def _weights_in(directory: Path) -> Optional[Path]:
     return None
 
 
-def _from_model_dir(settings: Settings) -> Optional[ModelSource]:
-    directory = Path(settings.model_dir)
+def _from_directory(directory: Path, variable: str, explicit: bool, kind: str) -> Optional[ModelSource]:
     config = directory / CONFIG_FILE
     weights = _weights_in(directory) if directory.is_dir() else None
     if config.is_file() and weights is not None:
         return ModelSource(name=f"local-dir:{directory}", pretrained=None,
-                           description=f"model directory {directory} ({weights.name})",
+                           description=f"{kind} {directory} ({weights.name})",
                            display_name=str(directory))
     # A directory that holds only half a model was meant to be used: falling back would serve something else.
-    if settings.model_dir_explicit or config.is_file() or weights is not None:
+    if explicit or config.is_file() or weights is not None:
         found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else None
         raise ModelSourceError(
-            f"MODEL_DIR={directory} does not hold an open_clip model: expected {CONFIG_FILE} and one of "
+            f"{variable}={directory} does not hold an open_clip model: expected {CONFIG_FILE} and one of "
             f"{', '.join(WEIGHT_FILES)}; "
             + ("the directory does not exist" if found is None else f"found {found or 'nothing'}"))
     return None
+
+
+def _from_model_dir(settings: Settings) -> Optional[ModelSource]:
+    return _from_directory(Path(settings.model_dir), "MODEL_DIR", settings.model_dir_explicit, "model directory")
+
+
+def _from_baked_model_dir(settings: Settings) -> Optional[ModelSource]:
+    """The image's baked-in model. The default image has none there (a README only), so it is skipped."""
+    return _from_directory(Path(settings.baked_model_dir), "BAKED_MODEL_DIR", settings.baked_model_dir_explicit,
+                           "baked-in model directory")
 
 
 def _from_clip_model(value: str, settings: Settings) -> ModelSource:
@@ -99,6 +110,8 @@ def _from_name(arch: str, pretrained: str, described: str) -> ModelSource:
 
 def resolve_model_source(settings: Settings) -> ModelSource:
     source = _from_model_dir(settings)
+    if source is None:
+        source = _from_baked_model_dir(settings)
     if source is None and settings.clip_model:
         source = _from_clip_model(settings.clip_model, settings)
     if source is None:
