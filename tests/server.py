@@ -15,6 +15,19 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 
 
+def children_of(pid: int) -> list[int]:
+    """The ids of the processes whose parent is `pid` (read from /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -31,6 +44,10 @@ class Server:
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen([str(REPO / "serve")], env=full_env, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def workers(self) -> list[int]:
+        """The gunicorn worker processes: `serve` execs gunicorn, so its process is the master."""
+        return children_of(self.process.pid)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -177,19 +177,6 @@ def test_random_weights_are_served_only_when_asked_and_said_loudly(tmp_path):
         assert srv.stop() == 0
 
 
-def _children(pid: int) -> list[int]:
-    from pathlib import Path
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
-
-
 def _maps_torch(pid: int) -> bool:
     with open(f"/proc/{pid}/maps") as maps:
         return any("libtorch" in line for line in maps)
@@ -198,7 +185,7 @@ def _maps_torch(pid: int) -> bool:
 def test_the_master_never_loads_torch_so_workers_fork_without_its_thread_pools(server):
     # torch's OpenMP pools do not survive a fork: the master stays torch-free and each worker loads its own.
     master = server.process.pid
-    workers = _children(master)
+    workers = server.workers()
     assert workers, "no gunicorn worker found"
     assert not _maps_torch(master)
     assert all(_maps_torch(w) for w in workers)

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Union
 import numpy as np
 
 from . import codecs, protocols, tasks
-from .errors import ApiError
+from .errors import ApiError, invalid
 from .fetch import is_url
 from .inputs import ImageSource
 from .protocols import fields
@@ -91,6 +91,21 @@ def _echo_of(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k not in ("text", "image", "normalize")}
 
 
+# orjson writes at most 255 levels of nesting: an echoed field nested deeper would fail the whole answer.
+MAX_ECHO_DEPTH = 250
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 0)]  # iterative: the parser allows 1024 levels, more than Python's recursion limit
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth >= limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def _is_item(doc: Any) -> bool:
     return isinstance(doc, dict) and "task" not in doc and (("text" in doc) != ("image" in doc))
 
@@ -103,6 +118,10 @@ def json_record(line: bytes, options: Mapping[str, Any], limits: fields.Limits) 
         doc = codecs.decode_json(line)
         if not _is_item(doc):
             return protocols.detect(doc, options, limits)
+        for key, echoed in _echo_of(doc).items():
+            if _nested_deeper_than(echoed, MAX_ECHO_DEPTH):
+                return FailedRecord(invalid(key, f"is nested more than {MAX_ECHO_DEPTH} levels deep, too deep to "
+                                                 f"echo in the answer"))
         body = fields.with_options(doc, options, ITEM_OPTIONS)
         value = fields.text(doc["text"], "text", limits) if "text" in doc else fields.image(doc["image"], "image")
         return ItemRecord(tasks.Item(value), _echo_of(doc), fields.boolean(body, "normalize", True))

@@ -47,7 +47,7 @@ def decode_json(body: bytes, charset: Optional[str] = None) -> Any:
     if charset and charset.lower().replace("_", "-") not in ("utf-8", "utf8", "us-ascii", "ascii"):
         try:
             body = body.decode(charset).encode("utf-8")
-        except (LookupError, UnicodeDecodeError) as exc:
+        except (LookupError, UnicodeError) as exc:  # UnicodeError: also UTF-7's lone surrogates on re-encoding
             raise ApiError(f"the body could not be decoded as {charset}: {exc}", code="malformed_json") from None
     if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, which Windows tools like to write
         body = body[3:]

@@ -4,6 +4,7 @@ Each helper returns the clean value or raises an ApiError naming the field path 
 """
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -12,6 +13,7 @@ from ..inputs import ImageSource
 from ..tasks import render_prompt
 
 _MISSING = object()
+_PLACEHOLDERS = ("", "0", "label")  # {}, {0} and {label}: the label itself
 
 
 @dataclass(frozen=True)
@@ -131,12 +133,27 @@ def prompt_template(body: dict, key: str, default: str) -> str:
     if not isinstance(value, str):
         raise invalid(key, f"must be a string, got {type_name(value)}")
     try:
+        # Only plain placeholders: a format spec such as {label:>999999999} would build a gigabyte per prompt.
+        for _, name, spec, conversion in string.Formatter().parse(value):
+            if name is not None and (name not in _PLACEHOLDERS or spec or conversion):
+                placeholder = f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+                raise ValueError(f"{placeholder} is not a placeholder: no format specs, conversions, attributes "
+                                 f"or indexes")
         probe = render_prompt(value, "\x00")
     except (IndexError, KeyError, ValueError, AttributeError, TypeError) as exc:
         raise invalid(key, f"is not a valid template ({exc}); write the label as {{label}} or {{}}") from None
     if "\x00" not in probe:
         raise invalid(key, "must contain the label placeholder {label} or {}")
     return value
+
+
+def check_prompt_lengths(template: str, labels: tuple[str, ...], key: str, limits: Limits) -> None:
+    """Every prompt the template makes is a text, held to MAX_TEXT_CHARS; measured without rendering it."""
+    placeholders = sum(1 for _, name, _, _ in string.Formatter().parse(template) if name is not None)
+    longest = len(render_prompt(template, "")) + placeholders * max(map(len, labels), default=0)
+    if longest > limits.max_text_chars:
+        raise ApiError(f"{key}: the prompts it makes are up to {longest} characters, above the limit of "
+                       f"{limits.max_text_chars} (MAX_TEXT_CHARS)", code="text_too_long", field=key, status=413)
 
 
 def classes(body: dict, limits: Limits) -> tuple[tuple[str, ...], Optional[tuple[Any, ...]]]:

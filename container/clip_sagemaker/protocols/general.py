@@ -84,6 +84,6 @@ _TASKS = {"embed": _embed, "rank": _rank, "classify": _classify}
 
 def parse(body: dict, options: Mapping[str, Any], limits: fields.Limits):
     name = body.get("task")
-    if name not in _TASKS:
+    if not isinstance(name, str) or name not in _TASKS:  # a list or object is unhashable: check the type first
         raise invalid("task", f"must be one of {', '.join(_TASKS)}, got {name!r}", code="unknown_task")
     return _TASKS[name](body, options, limits)

@@ -19,11 +19,14 @@ KEYS = {"images", "classes"} | OPTIONS
 def parse_classify(body: dict, options: Mapping[str, Any], limits: fields.Limits) -> tasks.ClassifyTask:
     body = fields.with_options(body, options, OPTIONS)
     labels, class_ids = fields.classes(body, limits)
+    images = fields.images(body, "images", limits)
+    template = fields.prompt_template(body, "prompt_template", tasks.DEFAULT_PROMPT_TEMPLATE)
+    fields.check_prompt_lengths(template, labels, "prompt_template", limits)
     return tasks.ClassifyTask(
-        images=fields.images(body, "images", limits),
+        images=images,
         labels=labels,
         class_ids=class_ids,
-        prompt_template=fields.prompt_template(body, "prompt_template", tasks.DEFAULT_PROMPT_TEMPLATE),
+        prompt_template=template,
         top_k=fields.integer(body, "top_k", tasks.DEFAULT_TOP_K, 1),
         margin=fields.number(body, "margin", tasks.DEFAULT_MARGIN, 0.0, 1.0),
         logit_scale=fields.number(body, "logit_scale", tasks.DEFAULT_CLASSIFY_SCALE, 0.0, 1000.0),
