@@ -42,7 +42,7 @@ class Server:
         full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "SAGEMAKER_BIND_TO_PORT": str(self.port),
                     "SERVER_THREADS": "8", **env}
         self._log = open(log_path, "wb")
-        self.process = subprocess.Popen([str(REPO / "serve")], env=full_env, stdout=self._log,
+        self.process = subprocess.Popen([str(REPO / "serve")], env=full_env, stdout=self._log, cwd=REPO,
                                         stderr=subprocess.STDOUT, start_new_session=True)
 
     def workers(self) -> list[int]:

@@ -189,3 +189,16 @@ def test_the_master_never_loads_torch_so_workers_fork_without_its_thread_pools(s
     assert workers, "no gunicorn worker found"
     assert not _maps_torch(master)
     assert all(_maps_torch(w) for w in workers)
+
+
+def test_a_relative_model_dir_means_what_it_meant_where_serve_was_started(tiny_model_dir, tmp_path, reference):
+    import os
+    from server import REPO
+
+    srv = Server({"MODEL_DIR": os.path.relpath(tiny_model_dir, REPO)}, tmp_path / "serve.log")
+    try:
+        srv.wait_ready()
+        body = invoke(srv, {"task": "embed", "texts": ["a red car"]}).json()
+        np.testing.assert_allclose(body["text_embeddings"], reference.texts(["a red car"]), atol=1e-4)
+    finally:
+        assert srv.stop() == 0, srv.log()

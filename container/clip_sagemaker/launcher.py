@@ -30,8 +30,9 @@ def main() -> int:
           f"timeout {settings.timeout_s:g} s", flush=True)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
+    # No --chdir: relative paths in the settings (MODEL_DIR=model) mean what they meant to the caller.
     args = [sys.executable, "-m", "gunicorn", "--config", "python:clip_sagemaker.gunicorn_config",
-            "--chdir", str(PACKAGE_ROOT), "clip_sagemaker.wsgi:create_production_app()"]
+            "clip_sagemaker.wsgi:create_production_app()"]
     os.execv(sys.executable, args)
     return 0  # not reached
 
