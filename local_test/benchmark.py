@@ -1,28 +1,32 @@
 #!/usr/bin/env python3
 """Benchmarks the real server against the raw model and against itself with its optimisations off, in one run.
 
-    .venv/bin/python local_test/benchmark.py                 # the full run, about 7 minutes on 2 cores
+    .venv/bin/python local_test/benchmark.py                 # the full run, about 8 minutes on 2 cores
     .venv/bin/python local_test/benchmark.py --scenarios image --rounds 2 --seconds 4 --skip-raw
 
 Everything is measured side by side on this machine in this run, so the ratios mean something even on a
 noisy machine (absolute figures do not travel between machines). Three things are compared:
 
-(a) the raw model: open_clip's own ViT-B-32 in a separate process, no server (`torch.set_num_threads(2)`,
-    `torch.inference_mode()`): `encode_image` on preprocessed 224x224 tensors at batch 1, 8, 16 and 32,
-    `encode_text` at batch 8 on short 4-8 word texts (padded to 77 tokens, as open_clip does), the decode +
-    preprocess time of one 640x480 JPEG (full decode, and with Pillow's JPEG draft mode), and the forward
-    pass at batch 1: draft decode + preprocess + one batch-1 forward is the latency a lone request cannot beat;
+(a) the raw model: open_clip's own ViT-B-32 in a process of its own, no server (`torch.set_num_threads(2)`,
+    `torch.inference_mode()`, the inherited OMP_WAIT_POLICY). Up front, with no server running:
+    `encode_image` on preprocessed 224x224 tensors at batch 1, 8, 16 and 32, `encode_text` at batch 8 on
+    short 4-8 word texts (padded to 77 tokens, as open_clip does), the decode + preprocess time of one 640x480
+    JPEG (full decode, and with Pillow's JPEG draft mode) and the batch-1 forward: draft decode + preprocess +
+    one batch-1 forward is the latency a lone request cannot beat. The process then stays (idle) and runs
+    rounds of its own interleaved with the servers' in image-c8 (encode_image at batch 8) and image-c1 (draft
+    decode + preprocess + batch-1 forward, one image at a time): the targets use those side-by-side figures;
 (b) `./serve` with the product's defaults: cross-request batching, the text cache, trimmed text, JPEG draft;
 (c) `./serve` with MAX_BATCH_SIZE=1 TEXT_CACHE_SIZE=0 TEXT_TRIM=false: one forward pass per item, no text
     cache, texts padded to 77 tokens. JPEG draft stays on in both servers, so (b) vs (c) isolates batching,
     the cache and trimming.
 
-Both servers run at once on free 127.0.0.1 ports with a full-size ViT-B-32 model directory holding seeded
-random weights (built once with clip_sagemaker.model_files and cached under --work-dir); only one of them is
-under load at any moment (the other idles; `serve` sets OMP_WAIT_POLICY=PASSIVE). Each load scenario runs
-a short warm-up on each server, then alternates (b), (c), (b), (c)... for --rounds rounds of --seconds each,
-and aggregates per server. The client is a pool of threads, one requests.Session each, with every request
-body prepared before the clock starts:
+Both servers run at once on free 127.0.0.1 ports (LOG_LEVEL=warning) with a full-size ViT-B-32 model
+directory holding seeded random weights (built once with clip_sagemaker.model_files and cached under
+--work-dir); only one of them is under load at any moment (the other idles; `serve` sets
+OMP_WAIT_POLICY=PASSIVE). Each load scenario runs a short warm-up on each, then alternates (b), (c), [(a)],
+(b), (c), [(a)]... for --rounds rounds of --seconds each, and aggregates per server. The client is a pool of
+threads on the same machine, one requests.Session each, with every request body prepared before the clock
+starts:
 
   image-c1, image-c8          one 640x480 JPEG per request as a raw body (Content-Type: image/jpeg);
   text-c1, text-c8            {"task": "embed", "texts": [8 texts of 4-8 words]}, every text new (a counter
@@ -30,7 +34,9 @@ body prepared before the clock starts:
   classify-c1/-c4/-c8         seed 003: {"images": [1 JPEG], "classes": the same 6 [label, id] pairs}.
 
 For each cell: items/s (images or texts embedded per second; for classification, requests per second),
-p50 and p99 latency, and the error count. Any answer other than 200 stops the run with exit status 1.
+p50 and p99 latency, the error count, and the CPU cores busy on average in the server, in the client and in
+other processes (anything else running on the machine disturbs the figures; the report says so loudly). Any
+answer other than 200 stops the run with exit status 1.
 
 Memory: the resident memory (VmRSS summed over the gunicorn master and its workers) of each server is sampled
 every 0.25 s while it is under load; its peak is compared with a process that has only loaded the same model
@@ -44,9 +50,9 @@ At the end it prints markdown tables and the issue's targets, each PASS or MISS:
 A target whose inputs were not measured (--scenarios, --skip-raw) is "n/a". The exit status is 0 even when
 a target is missed: this reports, it does not gate.
 
-Both servers are always stopped (also on Ctrl-C); traffic goes to 127.0.0.1 only. Progress goes to stderr,
-the report to stdout; --json OUT also writes every figure as JSON. Server logs are kept in WORK_DIR/logs/.
-Nothing here belongs in tests/: tests never time things.
+Both servers (and the raw model process) are always stopped, also on Ctrl-C; traffic goes to 127.0.0.1
+only. Progress goes to stderr, the report to stdout; --json OUT also writes every figure as JSON. Server
+logs are kept in WORK_DIR/logs/. Nothing here belongs in tests/: tests never time things.
 """
 from __future__ import annotations
 
@@ -59,6 +65,7 @@ import json
 import os
 import platform
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -88,6 +95,7 @@ SCENARIOS = {  # name: (kind, concurrency)
     "classify-c1": ("classify", 1), "classify-c4": ("classify", 4), "classify-c8": ("classify", 8),
 }
 UNITS = {"image": "img/s", "text": "texts/s", "classify": "req/s"}
+OTHER_LOAD_LIMIT = 0.15  # cores other processes may take in a round before the report calls it disturbed
 # Everything the container reads from the environment that would change what is measured: never inherited.
 SERVER_SETTINGS = (
     "MODEL_DIR", "MODEL_NAME", "MODEL_PRETRAINED", "CLIP_MODEL", "MODEL_ID", "DEVICE", "PRECISION",
@@ -386,12 +394,62 @@ class MemorySampler:
 
 # ---- load -------------------------------------------------------------------------------------------------
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (as they are now)."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / CLOCK_TICKS
+
+
+def own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+ACCOUNTED_PIDS: list[int] = []  # the servers and the raw model process: everything else on the machine is "other"
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    with open("/proc/stat") as handle:
+        values = [int(v) for v in handle.readline().split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / CLOCK_TICKS
+
+
+class OtherLoad:
+    """CPU time that processes outside this benchmark (and its servers) take while a round runs."""
+
+    def __init__(self):
+        self._start = self._ours_and_all()
+
+    @staticmethod
+    def _ours_and_all() -> tuple[float, float]:
+        ours = own_cpu_s() + sum(tree_cpu_s(pid) for pid in ACCOUNTED_PIDS)
+        return ours, machine_busy_s()
+
+    def seconds(self) -> float:
+        ours, busy = self._ours_and_all()
+        return max(0.0, (busy - self._start[1]) - (ours - self._start[0]))
+
+
 @dataclass
 class RoundResult:
     items: int
     requests: int
     elapsed_s: float
     latencies_s: list[float]
+    server_cpu_s: float = 0.0  # for (a), the raw model process
+    client_cpu_s: Optional[float] = None
+    other_cpu_s: float = 0.0  # processes outside the benchmark: anything above ~0.1 cores disturbs the figures
 
     @property
     def rate(self) -> float:
@@ -444,19 +502,22 @@ def run_round(server: Server, pool: PayloadPool, concurrency: int, seconds: floa
                for i in range(concurrency)]
     for thread in threads:
         thread.start()
+    server_cpu, client_cpu, other = tree_cpu_s(server.process.pid), own_cpu_s(), OtherLoad()
     start = time.perf_counter()
     clock["end"] = start + seconds
     barrier.wait()
     for thread in threads:
         while thread.is_alive():
             thread.join(0.2)  # a short join keeps Ctrl-C working
+    server_cpu, client_cpu, other = tree_cpu_s(server.process.pid) - server_cpu, own_cpu_s() - client_cpu, other.seconds()
     if errors:
         raise BenchmarkError(f"server ({server.name}) failed {len(errors)} request(s); first: {errors[0]}\n"
                              f"server log tail:\n{server.log_tail()}")
     records = [r for per_thread in done for r in per_thread]
     last = max((r[2] for r in records), default=start + seconds)
     result = RoundResult(items=sum(r[1] for r in records), requests=len(records), elapsed_s=last - start,
-                         latencies_s=[r[0] for r in records])
+                         latencies_s=[r[0] for r in records], server_cpu_s=server_cpu, client_cpu_s=client_cpu,
+                         other_cpu_s=other)
     return result, (first[0] if first else None)
 
 
@@ -468,31 +529,65 @@ def percentile(values: list[float], q: float) -> float:
 @dataclass
 class Cell:
     scenario: str
-    server: str
+    server: str  # "a" (the raw model), "b" or "c"
     concurrency: int
+    label: str = ""
     rounds: list[RoundResult] = field(default_factory=list)
 
     @property
+    def elapsed_s(self) -> float:
+        return sum(r.elapsed_s for r in self.rounds)
+
+    @property
     def rate(self) -> float:
-        elapsed = sum(r.elapsed_s for r in self.rounds)
-        return sum(r.items for r in self.rounds) / elapsed if elapsed > 0 else 0.0
+        return sum(r.items for r in self.rounds) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def latencies(self) -> list[float]:
         return [lat for r in self.rounds for lat in r.latencies_s]
 
+    def cores(self, which: str) -> Optional[float]:
+        values = [getattr(r, which) for r in self.rounds]
+        if any(v is None for v in values) or self.elapsed_s <= 0:
+            return None
+        return sum(values) / self.elapsed_s
+
     def as_json(self) -> dict:
         lat = self.latencies()
-        return {"scenario": self.scenario, "server": self.server, "concurrency": self.concurrency,
-                "items_per_s": self.rate, "round_items_per_s": [r.rate for r in self.rounds],
+        return {"scenario": self.scenario, "server": self.server, "label": self.label,
+                "concurrency": self.concurrency, "items_per_s": self.rate,
+                "round_items_per_s": [r.rate for r in self.rounds],
                 "requests": sum(r.requests for r in self.rounds), "items": sum(r.items for r in self.rounds),
-                "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000, "errors": 0}
+                "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000, "errors": 0,
+                "server_cpu_cores": self.cores("server_cpu_s"), "client_cpu_cores": self.cores("client_cpu_s"),
+                "other_cpu_cores": self.cores("other_cpu_s"),
+                "round_other_cpu_cores": [r.other_cpu_s / r.elapsed_s if r.elapsed_s else 0.0 for r in self.rounds]}
 
 
-def run_scenario(name: str, servers: list[Server], jpegs: list[bytes], rounds: int, seconds: float,
-                 warmup_s: float, sampler: MemorySampler) -> list[Cell]:
+# The raw model's side-by-side round in a scenario: (operation, its arguments, the row's label).
+RAW_ROUNDS = {
+    "image-c8": ("images", {"batch_size": 8}, "raw model, encode_image batch 8"),
+    "image-c1": ("latency", {}, "raw model, draft decode + batch-1 forward, one at a time"),
+}
+
+
+def raw_round(raw: RawProcess, scenario: str, seconds: float) -> RoundResult:
+    op, args, _ = RAW_ROUNDS[scenario]
+    other = OtherLoad()
+    answer = raw.call(op, seconds=seconds, **args)
+    return RoundResult(items=answer["items"], requests=answer["requests"], elapsed_s=answer["elapsed_s"],
+                       latencies_s=answer["latencies_s"], server_cpu_s=answer["cpu_s"], other_cpu_s=other.seconds())
+
+
+def run_scenario(name: str, servers: list[Server], raw: Optional[RawProcess], jpegs: list[bytes], rounds: int,
+                 seconds: float, warmup_s: float, sampler: MemorySampler) -> list[Cell]:
+    """Warm-up on each, then rounds that alternate (b), (c) and, where it has a side-by-side round, (a)."""
     kind, concurrency = SCENARIOS[name]
     make_pool = pool_factory(kind, jpegs)
-    cells = {s.name: Cell(name, s.name, concurrency) for s in servers}
+    raw = raw if name in RAW_ROUNDS else None
+    cells = {s.name: Cell(name, s.name, concurrency, s.label) for s in servers}
+    if raw:
+        cells["a"] = Cell(name, "a", 1, RAW_ROUNDS[name][2])
+        raw_round(raw, name, warmup_s)
     for server in servers:
         sampler.target = server
         _, first = run_round(server, make_pool(warmup_s), concurrency, warmup_s, keep_first=True)
@@ -508,11 +603,21 @@ def run_scenario(name: str, servers: list[Server], jpegs: list[bytes], rounds: i
             sampler.target = None
             cells[server.name].rounds.append(result)
             log(f"{name} ({server.name}) round {r + 1}/{rounds}: {result.rate:.1f} {UNITS[kind]}, "
-                f"{result.requests} requests, p50 {percentile(result.latencies_s, 50) * 1000:.0f} ms")
-    return list(cells.values())
+                f"{result.requests} requests, p50 {percentile(result.latencies_s, 50) * 1000:.0f} ms, "
+                f"server CPU {result.server_cpu_s / result.elapsed_s:.2f} cores, "
+                f"client CPU {result.client_cpu_s / result.elapsed_s:.2f} cores, "
+                f"other processes {result.other_cpu_s / result.elapsed_s:.2f} cores")
+        if raw:
+            result = raw_round(raw, name, seconds)
+            cells["a"].rounds.append(result)
+            log(f"{name} (a) round {r + 1}/{rounds}: {result.rate:.1f} {UNITS[kind]}, "
+                f"p50 {percentile(result.latencies_s, 50) * 1000:.0f} ms, CPU {result.server_cpu_s / result.elapsed_s:.2f} "
+                f"cores, other processes {result.other_cpu_s / result.elapsed_s:.2f} cores")
+    order = [n for n in ("b", "c", "a") if n in cells]
+    return [cells[n] for n in order]
 
 
-# ---- the raw model (runs in its own process) --------------------------------------------------------------
+# ---- the raw model (a long-lived process of its own) -------------------------------------------------------
 
 def _timed(fn: Callable[[], object], min_seconds: float, min_iterations: int, warmup: int = 1) -> list[float]:
     for _ in range(warmup):
@@ -526,58 +631,150 @@ def _timed(fn: Callable[[], object], min_seconds: float, min_iterations: int, wa
     return times
 
 
-def raw_worker(model_dir: Path, image_dir: Path, seconds: float) -> dict:
-    """Measures open_clip itself: no server, no batching loop, no HTTP."""
-    import statistics
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
-    import open_clip
-    import torch
-    from PIL import Image, ImageOps
 
-    torch.set_num_threads(2)
-    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{model_dir}", require_pretrained=True)
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{model_dir}")
-    jpegs = [p.read_bytes() for p in sorted(image_dir.glob("photo_*.jpg"))]
-    size = max(model.visual.image_size) if isinstance(model.visual.image_size, (tuple, list)) \
-        else model.visual.image_size
+class RawModel:
+    """open_clip itself, in the worker process: no server, no batching loop, no HTTP, default OpenMP settings."""
 
-    def prepare(data: bytes, draft: bool) -> torch.Tensor:  # what the server does (inputs.decode_image)
+    def __init__(self, model_dir: Path, image_dir: Path):
+        import open_clip
+        import torch
+
+        torch.set_num_threads(2)
+        self.torch, self.open_clip = torch, open_clip
+        model, _, self.preprocess = open_clip.create_model_and_transforms(f"local-dir:{model_dir}",
+                                                                          require_pretrained=True)
+        self.model = model.eval()
+        self.tokenizer = open_clip.get_tokenizer(f"local-dir:{model_dir}")
+        self.jpegs = [p.read_bytes() for p in sorted(image_dir.glob("photo_*.jpg"))]
+        size = model.visual.image_size
+        self.size = max(size) if isinstance(size, (tuple, list)) else size
+        self.tensors = [self.prepare(d, draft=False) for d in self.jpegs]
+
+    def prepare(self, data: bytes, draft: bool):
+        """What the server does to an image body (inputs.decode_image, then the model's preprocess)."""
+        from PIL import Image, ImageOps
+
         image = Image.open(io.BytesIO(data))
         if draft:
-            image.draft("RGB", (size, size))
-        return preprocess(ImageOps.exif_transpose(image).convert("RGB"))
+            image.draft("RGB", (self.size, self.size))
+        return self.preprocess(ImageOps.exif_transpose(image).convert("RGB"))
 
-    out: dict = {"torch": torch.__version__, "open_clip": open_clip.__version__, "threads": torch.get_num_threads()}
-    decode = {}
-    for draft in (False, True):
-        cycle = itertools.cycle(jpegs)
-        times = _timed(lambda: prepare(next(cycle), draft), 1.0, 64, warmup=4)
-        decode["draft" if draft else "full"] = statistics.median(times) * 1000
-    out["decode_preprocess_ms"] = decode
-    out["preprocessed_shape"] = list(prepare(jpegs[0], True).shape)
-    tensors = [prepare(d, False) for d in jpegs]
-    image_rows = {}
-    with torch.inference_mode():
-        for batch_size in RAW_IMAGE_BATCHES:
-            batch = torch.stack([tensors[i % len(tensors)] for i in range(batch_size)])
-            times = _timed(lambda: model.encode_image(batch), seconds, 3, warmup=2 if batch_size < 16 else 1)
-            image_rows[str(batch_size)] = {"items_per_s": batch_size * len(times) / sum(times),
-                                           "median_batch_ms": statistics.median(times) * 1000,
-                                           "iterations": len(times)}
-            print(f"  raw encode_image batch {batch_size}: {image_rows[str(batch_size)]['items_per_s']:.1f} img/s",
-                  file=sys.stderr, flush=True)
-        texts = [unique_text(10_000_000 + i) for i in range(RAW_TEXT_BATCH)]
-        tokens = tokenizer(texts)
-        times = _timed(lambda: model.encode_text(tokens), seconds * 0.75, 3, warmup=2)
-        out["encode_text"] = {"batch": RAW_TEXT_BATCH, "tokens": list(tokens.shape),
-                              "items_per_s": RAW_TEXT_BATCH * len(times) / sum(times),
-                              "median_batch_ms": statistics.median(times) * 1000, "iterations": len(times)}
-    out["encode_image"] = image_rows
-    out["best_image_items_per_s"] = max(r["items_per_s"] for r in image_rows.values())
-    out["forward_b1_ms"] = image_rows["1"]["median_batch_ms"]
-    out["latency_target_ms"] = decode["draft"] + out["forward_b1_ms"]
-    return out
+    def batch(self, batch_size: int):
+        return self.torch.stack([self.tensors[i % len(self.tensors)] for i in range(batch_size)])
+
+    def table(self, seconds: float) -> dict:
+        """The up-front figures: every batch size, text, decode."""
+        import statistics
+
+        torch = self.torch
+        out: dict = {"torch": torch.__version__, "open_clip": self.open_clip.__version__,
+                     "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+        decode = {}
+        for draft in (False, True):
+            cycle = itertools.cycle(self.jpegs)
+            times = _timed(lambda: self.prepare(next(cycle), draft), 1.0, 64, warmup=4)
+            decode["draft" if draft else "full"] = statistics.median(times) * 1000
+        out["decode_preprocess_ms"] = decode
+        out["preprocessed_shape"] = list(self.prepare(self.jpegs[0], True).shape)
+        rows = {}
+        with torch.inference_mode():
+            for batch_size in RAW_IMAGE_BATCHES:
+                batch = self.batch(batch_size)
+                cpu, wall = _cpu_s(), time.perf_counter()
+                times = _timed(lambda: self.model.encode_image(batch), seconds, 3, warmup=2 if batch_size < 16 else 1)
+                cores = (_cpu_s() - cpu) / (time.perf_counter() - wall)
+                rows[str(batch_size)] = {"items_per_s": batch_size * len(times) / sum(times),
+                                         "median_batch_ms": statistics.median(times) * 1000,
+                                         "iterations": len(times), "cpu_cores": cores}
+                print(f"  raw encode_image batch {batch_size}: {rows[str(batch_size)]['items_per_s']:.1f} img/s",
+                      file=sys.stderr, flush=True)
+            texts = [unique_text(10_000_000 + i) for i in range(RAW_TEXT_BATCH)]
+            tokens = self.tokenizer(texts)
+            cpu, wall = _cpu_s(), time.perf_counter()
+            times = _timed(lambda: self.model.encode_text(tokens), seconds * 0.75, 3, warmup=2)
+            out["encode_text"] = {"batch": RAW_TEXT_BATCH, "tokens": list(tokens.shape),
+                                  "items_per_s": RAW_TEXT_BATCH * len(times) / sum(times),
+                                  "median_batch_ms": statistics.median(times) * 1000, "iterations": len(times),
+                                  "cpu_cores": (_cpu_s() - cpu) / (time.perf_counter() - wall)}
+        out["encode_image"] = rows
+        out["best_image_items_per_s"] = max(r["items_per_s"] for r in rows.values())
+        out["forward_b1_ms"] = rows["1"]["median_batch_ms"]
+        out["latency_floor_ms"] = decode["draft"] + out["forward_b1_ms"]
+        return out
+
+    def images(self, batch_size: int, seconds: float) -> dict:
+        """A round like a server's: encode_image on one prepared batch, back to back, for `seconds`."""
+        batch = self.batch(batch_size)
+        cpu = _cpu_s()
+        with self.torch.inference_mode():
+            times = _timed(lambda: self.model.encode_image(batch), seconds, 2, warmup=0)
+        return {"items": batch_size * len(times), "requests": len(times), "elapsed_s": sum(times),
+                "latencies_s": times, "cpu_s": _cpu_s() - cpu}
+
+    def latency(self, seconds: float) -> dict:
+        """A round of lone requests without a server: draft decode + preprocess + a batch-1 forward, each."""
+        cycle = itertools.cycle(self.jpegs)
+
+        def one() -> None:
+            self.model.encode_image(self.prepare(next(cycle), draft=True).unsqueeze(0))
+        cpu = _cpu_s()
+        with self.torch.inference_mode():
+            times = _timed(one, seconds, 3, warmup=0)
+        return {"items": len(times), "requests": len(times), "elapsed_s": sum(times), "latencies_s": times,
+                "cpu_s": _cpu_s() - cpu}
+
+
+def raw_worker(model_dir: Path, image_dir: Path) -> int:
+    """The child process: answers one JSON line on its original stdout per JSON command line on stdin."""
+    answers = os.fdopen(os.dup(1), "w")
+    sys.stdout = sys.stderr  # nothing else may write to the answer channel
+    raw = RawModel(model_dir, image_dir)
+    answers.write(json.dumps({"ready": True}) + "\n")
+    answers.flush()
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["op"] == "quit":
+            break
+        answers.write(json.dumps(getattr(raw, command["op"])(**command["args"])) + "\n")
+        answers.flush()
+    return 0
+
+
+class RawProcess:
+    """The parent's handle on the raw model worker; it idles (sleeping OpenMP threads) between commands."""
+
+    name = "a"
+
+    def __init__(self, work_dir: Path, env: dict):
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--raw-worker",
+                                         "--work-dir", str(work_dir)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, env=env)
+        self._read()
+
+    def _read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise BenchmarkError(f"the raw model process exited with {self.process.wait()}")
+        return json.loads(line)
+
+    def call(self, op: str, **args) -> dict:
+        self.process.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.process.stdin.close()
+                self.process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait(timeout=10)
 
 
 MODEL_ONLY_PROBE = """
@@ -592,13 +789,6 @@ gc.collect()
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if line.startswith(("VmRSS", "VmHWM")))
 print(json.dumps({k: int(v.split()[0]) / 1024 for k, v in status.items()}))
 """
-
-
-def run_json_subprocess(args: list[str], what: str, env: Optional[dict] = None) -> dict:
-    process = subprocess.run(args, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
-    if process.returncode != 0:
-        raise BenchmarkError(f"{what} failed with exit status {process.returncode}:\n{process.stdout[-2000:]}")
-    return json.loads(process.stdout.strip().splitlines()[-1])
 
 
 # ---- the report -------------------------------------------------------------------------------------------
@@ -648,14 +838,18 @@ def evaluate_targets(cells: dict, raw: Optional[dict], memory: dict) -> list[dic
         cell = cells.get((scenario, server))
         return cell.rate if cell else None
 
+    def p50_ms(scenario: str, server: str) -> Optional[float]:
+        cell = cells.get((scenario, server))
+        return percentile(cell.latencies(), 50) * 1000 if cell else None
+
     def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
         return a / b if a is not None and b else None
 
     out = []
-    b8, c8 = rate("image-c8", "b"), rate("image-c8", "c")
-    raw8 = raw["encode_image"]["8"]["items_per_s"] if raw else None
-    out.append(target("image c=8: (b) / raw model at batch 8", ratio(b8, raw8), 0.8,
-                      f"{b8:.1f} vs {raw8:.1f} img/s" if b8 and raw8 else "not measured"))
+    b8, c8, a8 = rate("image-c8", "b"), rate("image-c8", "c"), rate("image-c8", "a")
+    up_front = f"; up front: {raw['encode_image']['8']['items_per_s']:.1f}" if raw else ""
+    out.append(target("image c=8: (b) / (a) raw model at batch 8, side by side", ratio(b8, a8), 0.8,
+                      f"{b8:.1f} vs {a8:.1f} img/s{up_front}" if b8 and a8 else "not measured"))
     out.append(target("image c=8: (b) / (c)", ratio(b8, c8), 1.4,
                       f"{b8:.1f} vs {c8:.1f} img/s" if b8 and c8 else "not measured"))
     bt, ct = rate("text-c8", "b"), rate("text-c8", "c")
@@ -664,16 +858,20 @@ def evaluate_targets(cells: dict, raw: Optional[dict], memory: dict) -> list[dic
     bk, ck = rate("classify-c4", "b"), rate("classify-c4", "c")
     out.append(target("classification c=4: (b) / (c)", ratio(bk, ck), 4.0,
                       f"{bk:.2f} vs {ck:.2f} req/s" if bk and ck else "not measured"))
-    cell = cells.get(("image-c1", "b"))
-    p50 = percentile(cell.latencies(), 50) * 1000 if cell else None
-    floor = raw["latency_target_ms"] if raw else None
-    out.append(target("image c=1 p50 latency: (b) / (draft decode+preprocess + raw batch-1 forward)",
-                      ratio(p50, floor), 1.1,
-                      f"{p50:.1f} ms vs {floor:.1f} ms" if p50 and floor else "not measured", at_most=True))
+    lat_b, floor = p50_ms("image-c1", "b"), p50_ms("image-c1", "a")
+    up_front = f"; up front: {raw['latency_floor_ms']:.1f} ms" if raw else ""
+    out.append(target("image c=1 p50 latency: (b) / (a) draft decode + preprocess + batch-1 forward",
+                      ratio(lat_b, floor), 1.1,
+                      f"{lat_b:.1f} vs {floor:.1f} ms{up_front}" if lat_b and floor else "not measured",
+                      at_most=True))
     peak, alone = memory.get("peak_b_mb"), memory.get("model_only_mb")
     out.append(target("memory: server (b) peak RSS / model-only process", ratio(peak, alone), 1.25,
-                      f"{peak:.0f} MB vs {alone:.0f} MB" if peak and alone else "not measured", at_most=True))
+                      f"{peak:.0f} vs {alone:.0f} MB" if peak and alone else "not measured", at_most=True))
     return out
+
+
+def _cores(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def render_report(meta: dict, config: dict, servers: list[Server], raw: Optional[dict], cell_list: list[Cell],
@@ -685,7 +883,19 @@ def render_report(meta: dict, config: dict, servers: list[Server], raw: Optional
              f"Model: {ARCH}, seeded random weights (full size), {config['model_dir']}.",
              f"Load: {config['rounds']} interleaved rounds x {config['seconds']:g} s per server and scenario, after a "
              f"{config['warmup']:g} s warm-up; {N_IMAGES} photo-like {IMAGE_W}x{IMAGE_H} JPEGs (quality "
-             f"{JPEG_QUALITY}, about {config['jpeg_kb']:.0f} KB each).", ""]
+             f"{JPEG_QUALITY}, about {config['jpeg_kb']:.0f} KB each). The client runs on the same cores.", ""]
+    disturbed = [(c, o) for c in cell_list for o in c.as_json()["round_other_cpu_cores"] if o > OTHER_LOAD_LIMIT]
+    before = meta.get("busy_cores_before_start", 0.0)
+    raw_other = raw.get("other_cpu_cores", 0.0) if raw else 0.0
+    if disturbed or before > OTHER_LOAD_LIMIT or raw_other > OTHER_LOAD_LIMIT:
+        worst = max([o for _, o in disturbed] + [before, raw_other])
+        lines += [f"**WARNING: other processes on this machine used CPU during the run** (up to {worst:.2f} cores in "
+                  f"a round; {len(disturbed)} of {sum(len(c.rounds) for c in cell_list)} rounds above "
+                  f"{OTHER_LOAD_LIMIT} cores; {before:.2f} cores busy before the start; {raw_other:.2f} during (a)'s "
+                  "table). Those figures are disturbed: rerun on a quiet machine.", ""]
+    else:
+        lines += [f"Other processes stayed below {OTHER_LOAD_LIMIT} cores in every round (the figures are "
+                  "undisturbed by them; the host may still vary).", ""]
     for server in servers:
         info = server.info
         cache = info.get("text_cache", {}).get("capacity")
@@ -693,36 +903,45 @@ def render_report(meta: dict, config: dict, servers: list[Server], raw: Optional
                      f"{cache}, trimmed text {info.get('trimmed_text')}; env "
                      f"{' '.join(f'{k}={v}' for k, v in server.extra_env.items()) or '(defaults)'}")
     lines += ["- JPEG draft decoding is on in both servers (the product default), so (b) vs (c) isolates batching, "
-              "the text cache and trimmed text.", ""]
+              "the text cache and trimmed text.",
+              f"- (a) runs open_clip in a process of its own with OMP_WAIT_POLICY={config['raw_omp_wait_policy']}; "
+              "the servers run with the OMP_WAIT_POLICY that serve sets (PASSIVE unless given).", ""]
     if raw:
         text = raw["encode_text"]
-        lines += ["## (a) Raw model: open_clip in-process, no server, 2 torch threads, inference_mode", "",
-                  "| measurement | per call | items/s |", "|---|---:|---:|"]
+        lines += ["## (a) Raw model, up front: open_clip, no server, 2 torch threads, inference_mode", "",
+                  "| measurement | per call (median) | items/s | CPU cores |", "|---|---:|---:|---:|"]
         for batch_size, row in raw["encode_image"].items():
             lines.append(f"| encode_image, batch {batch_size} | {row['median_batch_ms']:.1f} ms | "
-                         f"{row['items_per_s']:.1f} |")
-        lines += [f"| encode_image, best | | {raw['best_image_items_per_s']:.1f} |",
+                         f"{row['items_per_s']:.1f} | {row['cpu_cores']:.2f} |")
+        lines += [f"| encode_image, best | | {raw['best_image_items_per_s']:.1f} | |",
                   f"| encode_text, batch {text['batch']} ({text['tokens'][1]} tokens, 4-8 words) | "
-                  f"{text['median_batch_ms']:.1f} ms | {text['items_per_s']:.1f} |",
+                  f"{text['median_batch_ms']:.1f} ms | {text['items_per_s']:.1f} | {text['cpu_cores']:.2f} |",
                   f"| decode + preprocess, one {IMAGE_W}x{IMAGE_H} JPEG, full decode | "
-                  f"{raw['decode_preprocess_ms']['full']:.2f} ms | |",
-                  f"| decode + preprocess, with JPEG draft | {raw['decode_preprocess_ms']['draft']:.2f} ms | |",
-                  f"| c=1 latency floor: draft decode + batch-1 forward | {raw['latency_target_ms']:.1f} ms | |", ""]
+                  f"{raw['decode_preprocess_ms']['full']:.2f} ms | | |",
+                  f"| decode + preprocess, with JPEG draft | {raw['decode_preprocess_ms']['draft']:.2f} ms | | |",
+                  f"| c=1 latency floor: draft decode + batch-1 forward | {raw['latency_floor_ms']:.1f} ms | | |", ""]
     lines += ["## Load: (b) product defaults vs (c) one forward per item, no cache, padded text", "",
               "items/s: images or texts embedded per second; classification: requests per second (1 image, the same "
-              "6 classes).", "",
-              "| scenario | conc. | server | items/s | per round | p50 ms | p99 ms | requests | errors |",
-              "|---|---:|---|---:|---|---:|---:|---:|---:|"]
+              "6 classes). CPU: cores busy on average in the server (master + workers), in this client, and in other "
+              "processes on the machine (not the benchmark's). Rows (a): "
+              "the raw model's rounds, interleaved with the servers' (latencies per batch, or per lone image).", "",
+              "| scenario | conc. | server | items/s | per round | p50 ms | p99 ms | requests | errors "
+              "| server CPU | client CPU | other CPU |",
+              "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for cell in cell_list:
         row = cell.as_json()
         kind = SCENARIOS[cell.scenario][0]
-        lines.append(f"| {cell.scenario} | {cell.concurrency} | ({cell.server}) | {row['items_per_s']:.1f} "
-                     f"{UNITS[kind]} | {' / '.join(f'{r:.1f}' for r in row['round_items_per_s'])} | "
-                     f"{row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {row['requests']} | 0 |")
-    pairs = {}
+        who = f"(a) {cell.label}" if cell.server == "a" else f"({cell.server})"
+        concurrency = "-" if cell.server == "a" else str(cell.concurrency)
+        unit = "img/s" if cell.server == "a" else UNITS[kind]
+        lines.append(f"| {cell.scenario} | {concurrency} | {who} | {row['items_per_s']:.1f} {unit} | "
+                     f"{' / '.join(f'{r:.1f}' for r in row['round_items_per_s'])} | {row['p50_ms']:.0f} | "
+                     f"{row['p99_ms']:.0f} | {row['requests']} | 0 | {_cores(row['server_cpu_cores'])} | "
+                     f"{_cores(row['client_cpu_cores'])} | {_cores(row['other_cpu_cores'])} |")
+    pairs: dict = {}
     for cell in cell_list:
         pairs.setdefault(cell.scenario, {})[cell.server] = cell.rate
-    if pairs:
+    if any(p.get("b") and p.get("c") for p in pairs.values()):
         lines += ["", "| scenario | (b) / (c) |", "|---|---:|"]
         for scenario, by_server in pairs.items():
             if by_server.get("b") and by_server.get("c"):
@@ -758,9 +977,11 @@ def parse_scenarios(value: str) -> list[str]:
 
 
 def estimate_s(args) -> float:
-    load = len(args.scenarios) * 2 * (args.warmup + args.rounds * (args.seconds + 0.6))
-    raw = 0 if args.skip_raw else 20 + 5 * args.seconds * 1.1
-    return 45 + raw + load
+    load = len(args.scenarios) * 2 * (args.warmup + args.rounds * (args.seconds + 0.7))
+    if args.skip_raw:
+        return 35 + load
+    side_by_side = sum(1 for s in args.scenarios if s in RAW_ROUNDS) * (args.warmup + args.rounds * args.seconds)
+    return 35 + 20 + 4.5 * args.seconds * 0.6 + 8 + load + side_by_side
 
 
 def _interrupt(signum, frame) -> None:
@@ -789,8 +1010,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     model_dir, image_dir, log_dir = work_dir / "model-vit-b-32", work_dir / "images", work_dir / "logs"
 
     if args.raw_worker:  # the child process that measures (a)
-        print(json.dumps(raw_worker(model_dir, image_dir, args.seconds * 0.6)), flush=True)
-        return 0
+        return raw_worker(model_dir, image_dir)
 
     _word_check()
     estimate = estimate_s(args)
@@ -799,6 +1019,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     servers: list[Server] = []
+    raw_process: Optional[RawProcess] = None
     sampler = MemorySampler()
     python = sys.executable
     child_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(CONTAINER),
@@ -806,6 +1027,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                  "HF_HUB_OFFLINE": "1"}
     try:
         meta = machine()
+        busy = machine_busy_s()
+        time.sleep(2.0)
+        meta["busy_cores_before_start"] = round((machine_busy_s() - busy) / 2.0, 2)
+        if meta["busy_cores_before_start"] > 0.2:
+            log(f"WARNING: the machine is not idle ({meta['busy_cores_before_start']:.2f} cores busy before the start): "
+                "expect disturbed figures")
         if not (model_dir / "open_clip_model.safetensors").is_file():
             log(f"building {model_dir} ({ARCH}, seeded random weights)")
             subprocess.run([python, "-m", "clip_sagemaker.model_files", ARCH, "--out", str(model_dir)],
@@ -817,16 +1044,20 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         raw = None
         if not args.skip_raw:
-            log("(a) raw model: open_clip in its own process, 2 threads")
-            raw = run_json_subprocess([python, str(Path(__file__).resolve()), "--raw-worker", "--work-dir",
-                                       str(work_dir), "--seconds", str(args.seconds)], "the raw model run", child_env)
+            log("(a) raw model: open_clip in a process of its own, 2 threads (it stays, idle, for side-by-side rounds)")
+            raw_process = RawProcess(work_dir, child_env)
+            ACCOUNTED_PIDS.append(raw_process.process.pid)
+            other, wall = OtherLoad(), time.perf_counter()
+            raw = raw_process.call("table", seconds=args.seconds * 0.6)
+            raw["other_cpu_cores"] = other.seconds() / (time.perf_counter() - wall)
             log(f"(a) best {raw['best_image_items_per_s']:.1f} img/s; batch 8 "
                 f"{raw['encode_image']['8']['items_per_s']:.1f} img/s; text batch 8 "
-                f"{raw['encode_text']['items_per_s']:.1f} texts/s; latency floor {raw['latency_target_ms']:.1f} ms")
+                f"{raw['encode_text']['items_per_s']:.1f} texts/s; latency floor {raw['latency_floor_ms']:.1f} ms")
 
         log("starting servers (b) and (c), and a model-only process for the memory baseline")
         servers = [Server("b", "product defaults", model_dir, SERVER_B, log_dir),
                    Server("c", "one forward per item, no cache, padded text", model_dir, SERVER_C, log_dir)]
+        ACCOUNTED_PIDS.extend(server.process.pid for server in servers)
         probe = subprocess.Popen([python, "-c", MODEL_ONLY_PROBE, str(model_dir), str(CONTAINER)],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=child_env)
         probe_out, _ = probe.communicate(timeout=300)
@@ -850,7 +1081,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         cell_list: list[Cell] = []
         for name in args.scenarios:
             log(f"scenario {name}")
-            cell_list += run_scenario(name, servers, jpegs, args.rounds, args.seconds, args.warmup, sampler)
+            cell_list += run_scenario(name, servers, raw_process, jpegs, args.rounds, args.seconds, args.warmup, sampler)
         sampler.stop()
 
         memory = {"model_only_mb": model_only["VmRSS"], "model_only_hwm_mb": model_only["VmHWM"],
@@ -860,7 +1091,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         targets = evaluate_targets(cells, raw, memory)
         config = {"model_dir": str(model_dir), "rounds": args.rounds, "seconds": args.seconds, "warmup": args.warmup,
                   "scenarios": args.scenarios, "jpeg_kb": sum(len(j) for j in jpegs) / len(jpegs) / 1024,
-                  "servers": {s.name: {"label": s.label, "env": s.extra_env, "info": s.info} for s in servers}}
+                  "servers": {s.name: {"label": s.label, "env": s.extra_env, "info": s.info} for s in servers},
+                  "raw_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "(unset: the OpenMP default)"}
         report = render_report(meta, config, servers, raw, cell_list, memory, targets)
         print(report, flush=True)
         log(f"done in {(time.monotonic() - started) / 60:.1f} minutes")
@@ -880,6 +1112,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave a server behind
         sampler.target = None
+        if raw_process is not None:
+            raw_process.stop()
         for server in servers:
             server.stop()
         if servers:
