@@ -92,3 +92,17 @@ def test_precision_defaults_to_fp16_on_gpu_and_fp32_on_cpu():
     assert pick_precision(None, "cuda:0") == "fp16"
     assert pick_precision(None, "cpu") == "fp32"
     assert pick_precision("bf16", "cpu") == "bf16"
+
+
+def test_images_are_preprocessed_in_numpy_bit_for_bit_like_open_clip(tiny_model_dir):
+    # Request threads must not run torch ops (each would start an OpenMP team competing with the model
+    # loop's forward pass), so the ToTensor + Normalize tail runs in numpy: it must equal open_clip's.
+    import open_clip
+    from clip_sagemaker.model import _NumpyTail
+
+    _, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_model_dir}")
+    model = load_model(resolve_model_source(Settings(model_dir=str(tiny_model_dir), model_dir_explicit=True)))
+    assert isinstance(model._preprocess, _NumpyTail)
+    for seed in range(4):
+        image = pattern(seed, size=(97, 61))
+        np.testing.assert_array_equal(model.prepare_image(image).numpy(), preprocess(image).numpy())

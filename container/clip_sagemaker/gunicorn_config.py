@@ -32,7 +32,6 @@ errorlog = "-"
 loglevel = _settings.log_level
 control_socket_disable = True
 proc_name = "clip-sagemaker"
-raw_env = [f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}"]
 
 
 def pre_fork(server, worker):

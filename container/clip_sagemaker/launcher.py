@@ -28,7 +28,6 @@ def main() -> int:
     print(f"serve: {source.description}; port {settings.port}; {layout.workers} worker(s) x "
           f"{settings.http_threads} HTTP threads, {layout.torch_threads} torch thread(s) each; "
           f"timeout {settings.timeout_s:g} s", flush=True)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
     # No --chdir: relative paths in the settings (MODEL_DIR=model) mean what they meant to the caller.
     args = [sys.executable, "-m", "gunicorn", "--config", "python:clip_sagemaker.gunicorn_config",

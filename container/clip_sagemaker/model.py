@@ -106,11 +106,38 @@ def encode_text_trimmed(tower: _TextTower, tokens: torch.Tensor) -> torch.Tensor
     return projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
 
 
+class _NumpyTail:
+    """open_clip's preprocessing with its last two steps (to tensor, normalise) done in numpy.
+
+    Request threads prepare images; had they run those two steps as torch ops, each thread would start an
+    OpenMP team of its own, competing for the cores with the model loop's forward pass. Same float32
+    arithmetic as torchvision's ToTensor and Normalize. None when the pipeline has another shape.
+    """
+
+    def __init__(self, preprocess):
+        steps = list(getattr(preprocess, "transforms", []))
+        if len(steps) < 2 or "ToTensor" not in type(steps[-2]).__name__ or type(steps[-1]).__name__ != "Normalize":
+            raise ValueError("not a PIL pipeline ending in ToTensor + Normalize")
+        self._pil_steps = steps[:-2]
+        self._mean = np.asarray(steps[-1].mean, dtype=np.float32)
+        self._std = np.asarray(steps[-1].std, dtype=np.float32)
+
+    def __call__(self, image) -> torch.Tensor:
+        for step in self._pil_steps:
+            image = step(image)
+        pixels = np.asarray(image, dtype=np.float32) / np.float32(255)
+        normalised = (pixels - self._mean) / self._std
+        return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
+
+
 class ClipModel:
     def __init__(self, model: torch.nn.Module, preprocess, tokenizer, source: ModelSource, device: str,
                  precision: str, trim_text: bool = True):
         self._model = model.eval()
-        self._preprocess = preprocess
+        try:
+            self._preprocess = _NumpyTail(preprocess)
+        except ValueError:
+            self._preprocess = preprocess
         self._tokenizer = tokenizer
         self._device = torch.device(device)
         self._input_dtype = _DTYPES[precision]
