@@ -17,9 +17,9 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from . import batch, codecs, protocols, tasks
-from .errors import ApiError
+from .errors import ApiError, internal_error
 from .inputs import ImageSource
-from .protocols import fields
+from .protocols import fields, general
 from .resources import plan_layout
 from .settings import MB, Settings
 
@@ -80,10 +80,10 @@ def create_app(settings: Settings, slot) -> Flask:
         return _json_response(ApiError(message, code=code).body(), error.code or 500)
 
     @app.errorhandler(Exception)
-    def internal_error(error: Exception) -> Response:
+    def unhandled_error(error: Exception) -> Response:
         log.exception("unhandled error on %s %s id=%s", request.method, request.path, g.get("request_id"))
         g.error_code = "internal_error"
-        return _json_response(_internal_error_body(), 500)
+        return _json_response(internal_error().body(), 500)
 
     # ---- health and model information -------------------------------------------------------------------
 
@@ -135,7 +135,8 @@ def create_app(settings: Settings, slot) -> Flask:
         if kind == "image":
             image = ImageSource(_body(batch_request=False), "body")
             normalize = fields.boolean(fields.with_options({}, options, {"normalize"}), "normalize", True)
-            call = protocols.Call(tasks.EmbedTask((tasks.Item(image),), normalize), _render_image_embedding, "image")
+            # Answered like the general format's embed task with that one image.
+            call = protocols.Call(tasks.EmbedTask((tasks.Item(image),), normalize), general.embed_renderer(0))
         else:
             call = protocols.detect(_json_body(), options, limits)
         return _answer(call, accept)
@@ -209,14 +210,3 @@ def create_app(settings: Settings, slot) -> Flask:
 def _too_large(limit: int, setting: str) -> ApiError:
     return ApiError(f"the request body is larger than {limit / MB:g} MB, the limit of {setting}",
                     code="body_too_large", status=413)
-
-
-def _internal_error_body() -> dict:
-    return ApiError("internal server error; the request id in X-Request-Id identifies it in the logs",
-                    code="internal_error").body()
-
-
-def _render_image_embedding(result: tasks.EmbedResult, ctx: protocols.Context) -> dict:
-    """A raw image body is answered like the general format's embed task with that one image."""
-    return {"task": "embed", "model": ctx.info.name, "dim": ctx.info.embed_dim, "normalized": result.normalized,
-            "text_embeddings": [], "image_embeddings": result.vectors}

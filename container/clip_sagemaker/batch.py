@@ -22,7 +22,7 @@ from typing import Any, Mapping, Union
 import numpy as np
 
 from . import codecs, protocols, tasks
-from .errors import ApiError, invalid
+from .errors import ApiError, internal_error, invalid
 from .fetch import is_url
 from .inputs import ImageSource
 from .protocols import fields
@@ -199,4 +199,4 @@ def _run_call(call: protocols.Call, engine, started: float, deadline: float) -> 
         return error.body()
     except Exception:  # noqa: BLE001 - a bug on one record must not cost the others their answers
         log.exception("a batch record failed")
-        return ApiError("internal server error on this record; see the server log", code="internal_error").body()
+        return internal_error().body()

@@ -32,6 +32,12 @@ def invalid(field: str, message: str, code: str = "invalid_field") -> ApiError:
     return ApiError(f"{field}: {message}", code=code, field=field)
 
 
+def internal_error() -> ApiError:
+    """A bug of ours, told to the client without details: those are in the log, under the request id."""
+    return ApiError("internal server error; the request id in X-Request-Id identifies it in the logs",
+                    code="internal_error", status=500)
+
+
 class Unavailable(ApiError):
     """503: the service cannot answer now (still loading, overloaded, or past its deadline)."""
     status = 503

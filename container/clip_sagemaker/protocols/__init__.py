@@ -46,7 +46,6 @@ class Call:
     """What a request asks for, and how to turn the task's result into that format's answer."""
     task: Task
     render: Render
-    format: str
 
 
 def _is_object_with(*keys: str) -> Callable[[Any], bool]:
@@ -65,9 +64,9 @@ _PARSERS = {name: parse for name, _, parse in FORMATS}
 
 
 def detect(body: Any, options: Mapping[str, Any], limits: Limits) -> Call:
-    for name, matches, parse in FORMATS:
+    for _, matches, parse in FORMATS:
         if matches(body):
-            return Call(*parse(body, options, limits), format=name)
+            return Call(*parse(body, options, limits))
     if isinstance(body, dict):
         keys = ", ".join(sorted(body)) or "none"
         raise ApiError(f"unrecognised request format (keys: {keys}); send {{\"task\": \"embed\" | \"rank\" | "
@@ -77,7 +76,7 @@ def detect(body: Any, options: Mapping[str, Any], limits: Limits) -> Call:
 
 
 def parse_as(name: str, body: Any, options: Mapping[str, Any], limits: Limits) -> Call:
-    return Call(*_PARSERS[name](body, options, limits), format=name)
+    return Call(*_PARSERS[name](body, options, limits))
 
 
 def as_array(result: Result) -> np.ndarray:

@@ -43,13 +43,16 @@ def _embed(body: dict, options: Mapping[str, Any], limits: fields.Limits):
                        f"{limits.max_items} (MAX_ITEMS)", code="too_many_items", status=413)
     task = tasks.EmbedTask(tuple(tasks.Item(v) for v in (*texts, *images)),
                            normalize=fields.boolean(body, "normalize", True))
+    return task, embed_renderer(len(texts))
 
+
+def embed_renderer(n_texts: int):
+    """The embed answer for a task whose first `n_texts` items are texts and the rest images."""
     def render(result: tasks.EmbedResult, ctx) -> dict:
         return {"task": "embed", "model": ctx.info.name, "dim": ctx.info.embed_dim,
-                "normalized": result.normalized, "text_embeddings": result.vectors[:len(texts)],
-                "image_embeddings": result.vectors[len(texts):]}
-
-    return task, render
+                "normalized": result.normalized, "text_embeddings": result.vectors[:n_texts],
+                "image_embeddings": result.vectors[n_texts:]}
+    return render
 
 
 def _rank(body: dict, options: Mapping[str, Any], limits: fields.Limits):
