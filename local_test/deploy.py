@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO / "container"))
 
 from clip_sagemaker.model_files import make_tarball  # noqa: E402
 from clip_sagemaker.model_source import CONFIG_FILE, WEIGHT_FILES  # noqa: E402
+from clip_sagemaker.settings import SAGEMAKER_PAYLOAD_LIMIT_MB as PAYLOAD_LIMIT_MB  # noqa: E402
 
 try:  # only the AWS subcommands need boto3; --help and package-model without --upload work without it
     import boto3
@@ -68,7 +69,6 @@ STARTUP_HEALTH_CHECK_TIMEOUT_S = 600  # loading big OpenCLIP models takes longer
 MODEL_DOWNLOAD_TIMEOUT_S = 1200       # multi-GB model.tar.gz files
 TRANSFORM_ENV_LIMIT = 16              # CreateTransformJob's Environment holds at most 16 entries
 MODEL_ENV_LIMIT = 100                 # CreateModel's Environment holds at most 100
-PAYLOAD_LIMIT_MB = 100                # MaxPayloadInMB, and MaxConcurrentTransforms x MaxPayloadInMB
 
 # Patterns from the SageMaker / ECR API models.
 _NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")

@@ -42,13 +42,14 @@ def tiny_siglip_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def settings(tiny_model_dir):
     from clip_sagemaker.settings import Settings
-    return Settings(model_dir=str(tiny_model_dir), model_dir_explicit=True, max_batch_size=8)
+    # fp32 pinned: the value tests prove exactness on every CPU (an AMX CPU would default to bf16).
+    return Settings(model_dir=str(tiny_model_dir), model_dir_explicit=True, max_batch_size=8, precision="fp32")
 
 
 @pytest.fixture(scope="session")
 def engine(settings):
     from clip_sagemaker.engine import build_engine
-    from clip_sagemaker.resources import Layout
+    from clip_sagemaker.worker_layout import Layout
     engine = build_engine(settings, Layout(workers=1, torch_threads=1, gpus=0))
     yield engine
     engine.stop()

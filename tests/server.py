@@ -40,7 +40,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "SAGEMAKER_BIND_TO_PORT": str(self.port),
-                    "SERVER_THREADS": "8", **env}
+                    "SERVER_THREADS": "8",
+                    # The value tests prove exactness against open_clip's fp32 on every CPU; bf16 has tests of its own.
+                    "PRECISION": "fp32", **env}
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen([str(REPO / "serve")], env=full_env, stdout=self._log, cwd=REPO,
                                         stderr=subprocess.STDOUT, start_new_session=True)

@@ -82,10 +82,10 @@ def test_rank_with_a_logit_bias_model_scores_each_pair_with_a_sigmoid(tiny_sigli
     from clip_sagemaker.app import create_app
     from clip_sagemaker.engine import build_engine
     from clip_sagemaker.readiness import EngineSlot
-    from clip_sagemaker.resources import Layout
+    from clip_sagemaker.worker_layout import Layout
     from clip_sagemaker.settings import Settings
 
-    settings = Settings(model_dir=str(tiny_siglip_dir), model_dir_explicit=True)
+    settings = Settings(model_dir=str(tiny_siglip_dir), model_dir_explicit=True, precision="fp32")
     engine = build_engine(settings, Layout(workers=1, torch_threads=1, gpus=0))
     try:
         client = create_app(settings, EngineSlot(engine)).test_client()

@@ -8,8 +8,8 @@ import pytest
 
 from images import b64, data_uri, pattern
 
-from clip_sagemaker.batch import body_limit, execution_parameters
-from clip_sagemaker.resources import Layout
+from clip_sagemaker.payload_limits import body_limit, execution_parameters
+from clip_sagemaker.worker_layout import Layout
 from clip_sagemaker.settings import MB, Settings
 
 IMAGES = [pattern(s) for s in range(50, 58)]

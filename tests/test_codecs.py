@@ -145,6 +145,24 @@ def test_q_zero_excluded_type_lets_a_lower_one_win():
     assert choose_response_type("application/json;q=0, text/csv;q=0.1", producible) == "text/csv"
 
 
+def test_a_more_specific_range_refusing_a_type_wins_over_a_wildcard():
+    # The client refuses JSON by name and takes anything else: JSON must not be the answer.
+    assert choose_response_type("application/json;q=0, */*") == "application/jsonlines"
+    assert choose_response_type("*/*, application/json;q=0, application/jsonlines;q=0") == "application/x-npy"
+    assert choose_response_type("application/*;q=0.5, application/x-npy") == "application/x-npy"
+
+
+def test_a_type_wildcard_matches_the_type_we_produce_under_it():
+    producible = ("application/jsonlines", "application/json", "text/csv")
+    assert choose_response_type("text/*", producible) == "text/csv"
+    assert choose_response_type("text/*;q=0.4, application/json;q=0.5", producible) == "application/json"
+
+
+def test_a_json_lines_alias_is_answered_as_json_lines():
+    assert choose_response_type("application/x-ndjson;q=0.9, application/json;q=0.8") == "application/jsonlines"
+    assert choose_response_type("application/jsonlines;q=0, application/json") == "application/json"
+
+
 @pytest.mark.parametrize("accept", ["text/csv", "text/html", "text/*", "image/png, application/xml"])
 def test_unsupported_accept_is_a_406_not_acceptable(accept):
     with pytest.raises(ApiError) as caught:

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from images import pattern
 
-from clip_sagemaker.model import IMAGE, TEXT, ModelLoadError, load_model, pick_device, pick_precision
+from clip_sagemaker.model import IMAGE, TEXT, ModelLoadError, load_model as _load_model, pick_device
 from clip_sagemaker.model_source import ModelSource, resolve_model_source
 from clip_sagemaker.settings import Settings
 
@@ -22,6 +22,11 @@ def encode_both(model):
     texts = model.encode(TEXT, list(model.tokenize(TEXTS)))
     images = model.encode(IMAGE, [model.prepare_image(i) for i in IMAGES])
     return texts, images
+
+
+def load_model(source, **options):
+    # Value tests prove exactness against open_clip's fp32, so they pin fp32 on every CPU.
+    return _load_model(source, **{"precision": "fp32", **options})
 
 
 def assert_same_as_reference(model, reference):
@@ -86,12 +91,6 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
     assert pick_device(None) == "cpu"
     with pytest.raises(ModelLoadError, match="CUDA is not available"):
         pick_device("cuda")
-
-
-def test_precision_defaults_to_fp16_on_gpu_and_fp32_on_cpu():
-    assert pick_precision(None, "cuda:0") == "fp16"
-    assert pick_precision(None, "cpu") == "fp32"
-    assert pick_precision("bf16", "cpu") == "bf16"
 
 
 def test_images_are_preprocessed_in_numpy_bit_for_bit_like_open_clip(tiny_model_dir):

@@ -168,7 +168,7 @@ def test_every_example_in_the_document_fits_its_schema():
 
 
 def test_documented_defaults_and_names_are_the_codes():
-    from clip_sagemaker import app, tasks
+    from clip_sagemaker import app, pipeline, tasks
 
     for name in ("ClassifyRequest", "LabelledClassesRequest"):
         properties = SCHEMAS[name]["properties"]
@@ -180,7 +180,7 @@ def test_documented_defaults_and_names_are_the_codes():
     assert SCHEMAS["Seed000EmbedRequest"]["properties"]["normalize"]["default"] is True
     assert SCHEMAS["Seed001EmbeddingsRequest"]["properties"]["normalize"]["default"] is False
     parameters = DOC["components"]["parameters"]
-    assert parameters["CustomAttributes"]["name"] == app.CUSTOM_ATTRIBUTES_HEADER
+    assert parameters["CustomAttributes"]["name"] == pipeline.CUSTOM_ATTRIBUTES_HEADER
     assert parameters["RequestId"]["name"] == app.REQUEST_ID_HEADER
     assert parameters["RequestId"]["schema"]["pattern"] == f"^{app._SAFE_REQUEST_ID.pattern}$"
 

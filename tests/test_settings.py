@@ -161,14 +161,15 @@ def test_an_unknown_log_level_is_a_settings_error():
 
 def test_image_url_settings_build_the_fetch_policy():
     import pytest
+    from clip_sagemaker.fetch import FetchPolicy
     from clip_sagemaker.settings import MB, Settings, SettingsError
     settings = Settings.from_env({"IMAGE_URL_ALLOWED_HOSTS": "127.0.0.1, images.internal 10.0.0.0/8",
                                   "MAX_IMAGE_MB": "3", "IMAGE_FETCH_TIMEOUT": "5"})
-    policy = settings.fetch_policy()
+    policy = FetchPolicy.from_settings(settings)
     assert policy.max_bytes == 3 * MB and policy.total_timeout_s == 5.0 and policy.read_timeout_s == 5.0
     assert "images.internal" in policy._allowed_names
     with pytest.raises(SettingsError, match="IMAGE_URL_ALLOWED_HOSTS"):
-        Settings.from_env({"IMAGE_URL_ALLOWED_HOSTS": "10.0.0.0/33"})
+        FetchPolicy.from_settings(Settings.from_env({"IMAGE_URL_ALLOWED_HOSTS": "10.0.0.0/33"}))
 
 
 def test_the_jobs_batch_settings_win_over_the_containers():
@@ -185,3 +186,33 @@ def test_a_payload_above_batch_transforms_limit_is_refused():
     from clip_sagemaker.settings import Settings, SettingsError
     with pytest.raises(SettingsError, match="100"):
         Settings.from_env({"BATCH_MAX_PAYLOAD_MB": "101"})
+
+
+def test_from_env_reads_only_declared_variables_and_every_declared_one():
+    from clip_sagemaker.settings import ENVIRONMENT, Settings
+
+    class Recording(dict):
+        def __init__(self):
+            super().__init__()
+            self.read = set()
+
+        def get(self, key, default=None):
+            self.read.add(key)
+            return default
+
+    env = Recording()
+    Settings.from_env(env)
+    assert env.read == set(ENVIRONMENT)
+    assert len(ENVIRONMENT) == len(set(ENVIRONMENT))
+
+
+def test_the_docs_configuration_table_lists_exactly_the_declared_variables():
+    import re
+    from pathlib import Path
+    from clip_sagemaker.settings import ENVIRONMENT
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    section = page.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+    documented = [name for row in section.splitlines() if row.startswith("| `")
+                  for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])]
+    assert sorted(documented) == sorted(ENVIRONMENT)

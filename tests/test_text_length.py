@@ -83,10 +83,10 @@ def test_the_served_model_uses_the_trimmed_path_and_can_be_told_not_to(tiny_mode
     from clip_sagemaker.model import load_model
     from clip_sagemaker.model_source import resolve_model_source
     from clip_sagemaker.settings import Settings
-    from clip_sagemaker.tasks import TEXT
+    from clip_sagemaker.modality import TEXT
 
     source = resolve_model_source(Settings(model_dir=str(tiny_model_dir), model_dir_explicit=True))
-    trimmed, padded = load_model(source), load_model(source, trim_text=False)
+    trimmed, padded = load_model(source, precision="fp32"), load_model(source, precision="fp32", trim_text=False)
     assert trimmed.text_tower is not None and padded.text_tower is None
     rows = list(trimmed.tokenize(TEXTS))
     np.testing.assert_allclose(trimmed.encode(TEXT, rows), padded.encode(TEXT, rows), atol=1e-5)

@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 import numpy as np
 import orjson
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
 
 from .errors import ApiError
 
@@ -111,35 +113,46 @@ def _typed(raw: str) -> Any:
     return raw
 
 
-def _accepted(accept: str) -> list[tuple[float, int, str]]:
-    ranges = []
-    for position, part in enumerate(accept.split(",")):
-        mime, params = media_type(part)
-        if not mime:
-            continue
-        try:
-            quality = float(params.get("q", "1"))
-        except ValueError:
-            quality = 0.0
-        ranges.append((quality, -position, mime))
-    return sorted(ranges, reverse=True)
+def _client_position(mime: str, in_client_order: list[str]) -> int:
+    """Where the client listed the most specific range that matches `mime` (exact, then type/*, then */*)."""
+    for media_range in (mime, f"{mime.split('/')[0]}/*", "*/*"):
+        if media_range in in_client_order:
+            return in_client_order.index(media_range)
+    return len(in_client_order)
+
+
+def _answer_names(mime: str, in_client_order: list[str]) -> list[str]:
+    """The names a client asks for a type by: JSON Lines also by any alias the client names explicitly."""
+    if mime != JSONLINES:
+        return [mime]
+    return [mime] + [alias for alias in sorted(_JSONLINES_TYPES - {mime}) if alias in in_client_order]
 
 
 def choose_response_type(accept: Optional[str], producible: tuple[str, ...] = PRODUCIBLE) -> str:
-    """The best type we can produce for an Accept header; missing or `*/*` means the first producible."""
+    """The best type we can produce for an Accept header; missing or `*/*` means the first producible.
+
+    werkzeug's parser weighs each type by its most specific matching range (`application/json;q=0, */*`
+    refuses JSON); among types of equal quality the client's order wins, then ours.
+    """
     if not accept or not accept.strip():
         return producible[0]
-    for quality, _, mime in _accepted(accept):
-        if quality <= 0:
-            continue
-        if mime in ("*/*", "application/*"):
-            return producible[0]
-        if mime in _JSONLINES_TYPES and JSONLINES in producible:
-            return JSONLINES
-        if mime in producible:
-            return mime
-    raise ApiError(f"cannot answer with any type in Accept {accept!r}; available: {', '.join(producible)}",
-                   code="not_acceptable", status=406)
+    parts = [media_type(part) for part in accept.split(",")]
+    in_client_order = [mime for mime, _ in parts]
+    # Parameters other than q (charset=utf-8) say nothing about which type we may answer with.
+    ranges = parse_accept_header(", ".join(f"{mime};q={params['q']}" if "q" in params else mime
+                                           for mime, params in parts if mime), MIMEAccept)
+    best: Optional[tuple[float, int, int, str]] = None
+    for ours, mime in enumerate(producible):
+        for name in _answer_names(mime, in_client_order):
+            quality = ranges.quality(name)
+            if quality <= 0:
+                continue
+            candidate = (-quality, _client_position(name, in_client_order), ours, mime)
+            best = candidate if best is None or candidate < best else best
+    if best is None:
+        raise ApiError(f"cannot answer with any type in Accept {accept!r}; available: {', '.join(producible)}",
+                       code="not_acceptable", status=406)
+    return best[3]
 
 
 def _contiguous(value: Any) -> Any:

@@ -13,15 +13,16 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .batcher import ModelLoop, QueueFull
+from .model_loop import ModelLoop, QueueFull
 from .errors import ApiError, Unavailable
+from .fetch import FetchPolicy
 from .inputs import ImageSource, UrlReader, load_image
 from .model import ClipModel, ModelInfo, load_model
 from .model_source import resolve_model_source
-from .resources import Layout
+from .worker_layout import Layout
 from .settings import Settings
 from .text_cache import TextCache
-from .tasks import IMAGE, TEXT
+from .modality import IMAGE, TEXT
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Engine:
         self.loop = ModelLoop(model.encode, settings.max_batch_size or default_batch_size(model.info.device),
                               settings.max_queue, stuck_after_s=settings.timeout_s,
                               max_wait_s=wait_ms / 1000).start()
-        self._urls = UrlReader(settings.fetch_policy(), settings.image_s3_buckets)
+        self._urls = UrlReader(FetchPolicy.from_settings(settings), settings.image_s3_buckets)
         self.text_cache = TextCache(model.info.name, settings.text_cache_size)
         # JPEGs decode at a reduced scale that is still at least the model's input size (Pillow's draft mode).
         self._draft_size = max(model.info.image_size) if settings.jpeg_draft else None
@@ -56,6 +57,17 @@ class Engine:
     @property
     def info(self) -> ModelInfo:
         return self.model.info
+
+    def describe(self) -> dict:
+        """What GET /info shows: the model, how it runs, and the batching and cache state."""
+        info, model = self.model.info, self.model
+        return {
+            "model": info.name, "source": info.source, "embed_dim": info.embed_dim, "device": info.device,
+            "precision": info.precision, "precision_reason": info.precision_reason, "image_size": list(info.image_size),
+            "context_length": info.context_length, "logit_scale": model.logit_scale,
+            "logit_bias": model.logit_bias, "scoring": "softmax" if model.logit_bias is None else "sigmoid",
+            "max_batch_size": self.loop.max_batch_size, "text_cache": self.text_cache.stats(),
+            "trimmed_text": model.text_tower is not None}
 
     def healthy(self) -> bool:
         return self.loop.healthy()
@@ -67,8 +79,8 @@ class Engine:
             return [self._prepare_image(images[0])]
         return list(self._image_pool.map(self._prepare_image, images))
 
-    def prepare_each(self, images: Sequence[ImageSource]) -> list:
-        """Like prepare_images, but an image that fails gives its ApiError in its place (batch records)."""
+    def prepare_each_or_error(self, images: Sequence[ImageSource]) -> list:
+        """Like prepare_images, but an image that fails gives its ApiError in its place (record requests)."""
         def attempt(source: ImageSource):
             try:
                 return self._prepare_image(source)
@@ -112,6 +124,12 @@ class RequestEncoder:
     def encode_images(self, images: Sequence[ImageSource]) -> np.ndarray:
         return self.encode_rows(IMAGE, self._engine.prepare_images(images))
 
+    def encode_images_each(self, images: Sequence[ImageSource]) -> list:
+        prepared = self._engine.prepare_each_or_error(images)
+        good = [rows for rows in prepared if not isinstance(rows, ApiError)]
+        vectors = iter(self.encode_rows(IMAGE, good) if good else [])
+        return [rows if isinstance(rows, ApiError) else next(vectors) for rows in prepared]
+
     def _refuse_overlong(self, texts: Sequence[str]) -> None:
         context = self._engine.model.info.context_length
         for index, count in enumerate(self._engine.model.token_counts(texts) or []):
@@ -144,7 +162,8 @@ def build_engine(settings: Settings, layout: Layout) -> Engine:
     engine = Engine(model, settings)
     engine.warm_up()
     info = model.info
-    log.info("model ready in %.1f s: %s on %s (%s), embedding dim %d, image size %s, %d torch threads, batch %d",
-             time.monotonic() - started, source.description, info.device, info.precision, info.embed_dim,
+    log.info("model ready in %.1f s: %s on %s (%s: %s), embedding dim %d, image size %s, %d torch threads, batch %d",
+             time.monotonic() - started, source.description, info.device, info.precision, info.precision_reason,
+             info.embed_dim,
              info.image_size, layout.torch_threads, engine.loop.max_batch_size)
     return engine

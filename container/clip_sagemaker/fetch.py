@@ -51,6 +51,7 @@ from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionErr
                                 ReadTimeoutError, SSLError)
 
 from .errors import ApiError, invalid
+from .settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,16 @@ class FetchPolicy:
     total_timeout_s: float = 30.0
     _allowed_names: frozenset[str] = dataclass_field(init=False, repr=False, compare=False)
     _allowed_networks: tuple[IPNetwork, ...] = dataclass_field(init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "FetchPolicy":
+        """The policy the IMAGE_* settings ask for; a malformed IMAGE_URL_ALLOWED_HOSTS is a SettingsError."""
+        try:
+            return cls(allowed_hosts=settings.image_url_allowed_hosts, max_bytes=settings.max_image_bytes,
+                       read_timeout_s=min(10.0, settings.image_fetch_timeout_s),
+                       total_timeout_s=settings.image_fetch_timeout_s)
+        except ValueError as exc:
+            raise SettingsError(f"IMAGE_URL_ALLOWED_HOSTS: {exc}") from None
 
     def __post_init__(self):
         entries = self.allowed_hosts

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 
-from clip_sagemaker.resources import plan_layout
-from clip_sagemaker.settings import Settings
-
-WORKER_SLOT_ENV = "CLIP_WORKER_SLOT"
+from clip_sagemaker.worker_layout import plan_layout
+from clip_sagemaker.settings import WORKER_SLOT_ENV, Settings
 
 _settings = Settings.from_env()
 _layout = plan_layout(_settings)

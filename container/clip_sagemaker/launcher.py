@@ -10,8 +10,10 @@ import os
 import sys
 from pathlib import Path
 
+from .fetch import FetchPolicy
 from .model_source import ModelSourceError, resolve_model_source
-from .resources import plan_layout
+from .precision import PrecisionError, refuse_fp16_on_cpu
+from .worker_layout import plan_layout
 from .settings import Settings, SettingsError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -20,11 +22,15 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     try:
         settings = Settings.from_env()
+        FetchPolicy.from_settings(settings)
         source = resolve_model_source(settings)
-    except (SettingsError, ModelSourceError) as exc:
+        layout = plan_layout(settings)
+        # Decided here without torch (the master must not map it): on a CPU when no GPU is counted.
+        on_cpu = (settings.device or "").startswith("cpu") or (not settings.device and layout.gpus == 0)
+        refuse_fp16_on_cpu(settings.precision, on_cpu)
+    except (SettingsError, ModelSourceError, PrecisionError) as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
         return 2
-    layout = plan_layout(settings)
     print(f"serve: {source.description}; port {settings.port}; {layout.workers} worker(s) x "
           f"{settings.http_threads} HTTP threads, {layout.torch_threads} torch thread(s) each; "
           f"timeout {settings.timeout_s:g} s", flush=True)

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .model_source import ModelSource
-from .tasks import IMAGE, TEXT
+from .precision import PrecisionChoice, PrecisionError, choose_precision
+from .modality import IMAGE, TEXT
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class ModelInfo:
     source: str
     device: str
     precision: str
+    precision_reason: str
     embed_dim: int
     image_size: tuple[int, int]
     context_length: int
@@ -42,12 +44,6 @@ def pick_device(requested: Optional[str]) -> str:
             raise ModelLoadError(f"DEVICE={requested} was asked for, but CUDA is not available here")
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def pick_precision(requested: Optional[str], device: str) -> str:
-    if requested:
-        return requested
-    return "fp16" if device.startswith("cuda") else "fp32"
 
 
 @dataclass(frozen=True)
@@ -132,7 +128,7 @@ class _NumpyTail:
 
 class ClipModel:
     def __init__(self, model: torch.nn.Module, preprocess, tokenizer, source: ModelSource, device: str,
-                 precision: str, trim_text: bool = True):
+                 precision: PrecisionChoice, trim_text: bool = True):
         self._model = model.eval()
         try:
             self._preprocess = _NumpyTail(preprocess)
@@ -140,7 +136,7 @@ class ClipModel:
             self._preprocess = preprocess
         self._tokenizer = tokenizer
         self._device = torch.device(device)
-        self._input_dtype = _DTYPES[precision]
+        self._input_dtype = _DTYPES[precision.precision]
         self.source = source
         self.text_tower = trimmable_text_tower(model) if trim_text else None
         self.logit_scale = float(model.logit_scale.detach().float().exp().item())
@@ -152,7 +148,7 @@ class ClipModel:
             probe = self._model.encode_text(self.tokenize([""]).to(self._device))
         self.info = ModelInfo(
             name=source.display_name or source.name, source=source.description,
-            device=str(self._device), precision=precision, embed_dim=int(probe.shape[-1]),
+            device=str(self._device), precision=precision.precision, precision_reason=precision.reason, embed_dim=int(probe.shape[-1]),
             image_size=image_size, context_length=int(getattr(tokenizer, "context_length", 77)))
 
     def prepare_image(self, image) -> torch.Tensor:
@@ -202,7 +198,10 @@ def load_model(source: ModelSource, device: Optional[str] = None, precision: Opt
     import open_clip  # imported here so that code which only plans or validates never pays for it
 
     device = pick_device(device)
-    precision = pick_precision(precision, device)
+    try:
+        choice = choose_precision(precision, device)
+    except PrecisionError as exc:
+        raise ModelLoadError(str(exc)) from None
     if source.random_weights:
         log.warning("!!! SERVING RANDOM WEIGHTS: %s. Embeddings are meaningless; use this for benchmarks only !!!",
                     source.description)
@@ -211,11 +210,11 @@ def load_model(source: ModelSource, device: Optional[str] = None, precision: Opt
         # lacks it (ViT-B-32 + openai); the embeddings are then subtly wrong, so use the right activation.
         tag_cfg = open_clip.get_pretrained_cfg(source.name, source.pretrained) if source.pretrained else {}
         model, _, preprocess = open_clip.create_model_and_transforms(
-            source.name, pretrained=source.pretrained, device=device, precision=precision,
+            source.name, pretrained=source.pretrained, device=device, precision=choice.precision,
             force_quick_gelu=bool(tag_cfg.get("quick_gelu")),
             # Without this, a config with no weights next to it silently becomes a random model.
             require_pretrained=not source.random_weights)
         tokenizer = open_clip.get_tokenizer(source.name)
-        return ClipModel(model, preprocess, tokenizer, source, device, precision, trim_text)
+        return ClipModel(model, preprocess, tokenizer, source, device, choice, trim_text)
     except Exception as exc:  # open_clip raises many types (OSError, RuntimeError, ValueError, safetensors errors)
         raise ModelLoadError(f"could not load {source.description} on {device}: {type(exc).__name__}: {exc}") from exc

@@ -9,7 +9,7 @@ import threading
 from typing import Callable
 
 from .errors import Unavailable
-from .resources import Layout
+from .worker_layout import Layout
 from .settings import Settings
 
 

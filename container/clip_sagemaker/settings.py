@@ -1,7 +1,9 @@
 """Every environment variable the container reads, and the frozen Settings object built from them.
 
-Nothing else in the package reads os.environ for configuration: tests build Settings directly, and the
-production entry points call Settings.from_env() once.
+`ENVIRONMENT` declares each variable's name once, as data: `from_env` refuses to read a name that is not
+declared there, docs/configuration.md's table is tested against it, and the benchmark derives the server's
+environment from it. Nothing else in the package reads os.environ for configuration: tests build Settings
+directly, and the production entry points call Settings.from_env() once. A leaf: it imports nothing of ours.
 """
 from __future__ import annotations
 
@@ -10,14 +12,35 @@ import os
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from .fetch import FetchPolicy
-
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 # Where the Docker image keeps a model baked in at build time (`--build-arg MODEL_DIR_IN_CONTEXT=...`).
 DEFAULT_BAKED_MODEL_DIR = "/opt/baked-model"
 DEFAULT_MODEL_NAME = "ViT-B-32"
 DEFAULT_MODEL_PRETRAINED = "laion2b_s34b_b79k"
 MB = 1024 * 1024
+# Batch Transform's ceiling for MaxPayloadInMB, and for MaxConcurrentTransforms x MaxPayloadInMB.
+SAGEMAKER_PAYLOAD_LIMIT_MB = 100
+# gunicorn's post_fork hook tells each worker its slot (which GPU it takes) through this variable.
+WORKER_SLOT_ENV = "CLIP_WORKER_SLOT"
+
+# Every variable a user may set, in the order docs/configuration.md lists them.
+ENVIRONMENT: tuple[str, ...] = (
+    # where the model comes from
+    "MODEL_DIR", "BAKED_MODEL_DIR", "CLIP_MODEL", "MODEL_NAME", "MODEL_PRETRAINED", "MODEL_ID",
+    # where and how it runs
+    "DEVICE", "PRECISION", "TORCH_NUM_THREADS",
+    # the HTTP server
+    "SAGEMAKER_BIND_TO_PORT", "SAGEMAKER_MODEL_SERVER_WORKERS", "SERVER_THREADS", "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+    "SAGEMAKER_BATCH", "LOG_LEVEL",
+    # the model loop and the work around it
+    "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_QUEUE", "TEXT_CACHE_SIZE", "TEXT_TRIM", "JPEG_DRAFT",
+    # request limits and Batch Transform
+    "MAX_BODY_MB", "BATCH_MAX_PAYLOAD_MB", "BATCH_MAX_CONCURRENT_TRANSFORMS", "SAGEMAKER_MAX_PAYLOAD_IN_MB",
+    "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "MAX_ITEMS", "MAX_TEXT_CHARS", "TEXT_TRUNCATE", "MAX_IMAGE_PIXELS",
+    # images given by URL or in S3
+    "IMAGE_URL_ALLOWED_HOSTS", "MAX_IMAGE_MB", "IMAGE_FETCH_TIMEOUT", "IMAGE_S3_BUCKETS",
+)
+_DECLARED = frozenset(ENVIRONMENT)
 
 
 class SettingsError(ValueError):
@@ -25,6 +48,8 @@ class SettingsError(ValueError):
 
 
 def _text(env: Mapping[str, str], name: str) -> Optional[str]:
+    if name not in _DECLARED:
+        raise KeyError(f"{name} is read but not declared in settings.ENVIRONMENT")
     value = env.get(name)
     if value is None or not value.strip():
         return None
@@ -168,19 +193,11 @@ class Settings:
             image_fetch_timeout_s=_float(env, "IMAGE_FETCH_TIMEOUT", 30.0, 1.0),
             image_s3_buckets=tuple((_text(env, "IMAGE_S3_BUCKETS") or "").replace(",", " ").split()),
         )
-        if (settings.batch_max_payload_mb or 0) > 100:
+        if (settings.batch_max_payload_mb or 0) > SAGEMAKER_PAYLOAD_LIMIT_MB:
             raise SettingsError(f"a MaxPayloadInMB of {settings.batch_max_payload_mb} is above Batch Transform's "
-                                f"limit of 100 (BATCH_MAX_PAYLOAD_MB / SAGEMAKER_MAX_PAYLOAD_IN_MB)")
-        try:
-            settings.fetch_policy()
-        except ValueError as exc:
-            raise SettingsError(f"IMAGE_URL_ALLOWED_HOSTS: {exc}") from None
+                                f"limit of {SAGEMAKER_PAYLOAD_LIMIT_MB} (BATCH_MAX_PAYLOAD_MB / "
+                                f"SAGEMAKER_MAX_PAYLOAD_IN_MB)")
         return settings
-
-    def fetch_policy(self) -> FetchPolicy:
-        return FetchPolicy(allowed_hosts=self.image_url_allowed_hosts, max_bytes=self.max_image_bytes,
-                           read_timeout_s=min(10.0, self.image_fetch_timeout_s),
-                           total_timeout_s=self.image_fetch_timeout_s)
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)

@@ -1,4 +1,5 @@
-"""The three tasks (embed, rank, classify) as plain numpy math on top of two primitives.
+"""The three tasks (embed, rank, classify) as plain numpy math on top of two primitives, and `embed_each`,
+which embeds items each on its own account (record-oriented requests: one answer or error per record).
 
 An Encoder turns texts and image sources into unnormalised embeddings (the engine does that through the
 batched model loop); everything here is scoring on top, so every API format shares one implementation.
@@ -10,11 +11,9 @@ from typing import Any, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
+from .errors import ApiError
 from .inputs import ImageSource
 
-# The two modalities: the model's two towers, and the two kinds of job its loop batches.
-TEXT = "text"
-IMAGE = "image"
 # Seed 003's fixed semantics: prompt "a photo of a {label}", softmax of 100 x cosine, top 3, 0.02 margin.
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {label}"
 DEFAULT_CLASSIFY_SCALE = 100.0
@@ -29,6 +28,9 @@ class Encoder(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def encode_images(self, images: Sequence[ImageSource]) -> np.ndarray: ...
+
+    def encode_images_each(self, images: Sequence[ImageSource]) -> list[Union[np.ndarray, ApiError]]:
+        """One embedding per image, or, in its place, the ApiError of an image that could not be read."""
 
 
 @dataclass(frozen=True)
@@ -116,18 +118,33 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def encode_items(items: Sequence[Item], encoder: Encoder) -> np.ndarray:
-    """Embeds mixed texts and images with one encoder call per modality, rows in the items' order."""
+def _fill_by_modality(items: Sequence[Item], results: list, encode_texts, encode_images) -> None:
+    """One encoder call per modality; each item's vector lands in `results` at the item's own index."""
     text_rows = [i for i, item in enumerate(items) if item.is_text]
     image_rows = [i for i, item in enumerate(items) if not item.is_text]
-    parts: dict[int, np.ndarray] = {}
-    if text_rows:
-        for row, vector in zip(text_rows, encoder.encode_texts([items[i].value for i in text_rows])):
-            parts[row] = vector
-    if image_rows:
-        for row, vector in zip(image_rows, encoder.encode_images([items[i].value for i in image_rows])):
-            parts[row] = vector
-    return np.stack([parts[i] for i in range(len(items))])
+    for rows, encode in ((text_rows, encode_texts), (image_rows, encode_images)):
+        if rows:
+            for row, vector in zip(rows, encode([items[i].value for i in rows])):
+                results[row] = vector
+
+
+def encode_items(items: Sequence[Item], encoder: Encoder) -> np.ndarray:
+    """Embeds mixed texts and images with one encoder call per modality, rows in the items' order."""
+    parts: list = [None] * len(items)
+    _fill_by_modality(items, parts, encoder.encode_texts, encoder.encode_images)
+    return np.stack(parts)
+
+
+def embed_each(items: Sequence[Item], normalize: Sequence[bool], encoder: Encoder) -> list[Union[np.ndarray, ApiError]]:
+    """Embeds every item in shared forward passes, each on its own account: an image that cannot be read
+    fails only its own item, and a failure of the whole call (overloaded, past the deadline) is the answer
+    of every item that was still waiting for its vector."""
+    results: list[Union[np.ndarray, ApiError, None]] = [None] * len(items)
+    try:
+        _fill_by_modality(items, results, encoder.encode_texts, encoder.encode_images_each)
+    except ApiError as error:
+        results = [error if r is None else r for r in results]
+    return [r if isinstance(r, ApiError) or not wanted else l2_normalize(r) for r, wanted in zip(results, normalize)]
 
 
 def embed(task: EmbedTask, encoder: Encoder) -> EmbedResult:

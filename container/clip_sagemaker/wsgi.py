@@ -7,8 +7,8 @@ import sys
 
 from .app import create_app
 from .readiness import EngineSlot, load_in_background
-from .resources import plan_layout
-from .settings import Settings
+from .worker_layout import plan_layout
+from .settings import WORKER_SLOT_ENV, Settings
 
 log = logging.getLogger("clip_sagemaker")
 # gunicorn's arbiter stops the whole server (instead of respawning) when a worker exits with this code.
@@ -32,7 +32,7 @@ def create_production_app():
     layout = plan_layout(settings)
     # "cuda" without an index means "the GPUs": spread the workers over them, one each.
     if settings.device in (None, "cuda") and layout.gpus > 1:
-        slot_index = int(os.environ.get("CLIP_WORKER_SLOT", "0"))
+        slot_index = int(os.environ.get(WORKER_SLOT_ENV, "0"))
         settings = settings.replace(device=f"cuda:{slot_index % layout.gpus}")
     slot = EngineSlot()
     load_in_background(slot, settings, layout, on_failure=_stop_server)

@@ -3,12 +3,12 @@
 `detect` picks the format of a body posted to /invocations from its shape, first match wins (the rule the
 README documents):
 
-1. an object with `task`                    → this container's own format (general.py)
-2. a list                                   → seed 002 `/encode` (clip_api_service.py)
-3. an object with `queries` + `candidates`  → seed 002 `/rank`
-4. an object with `images` + `classes`      → seed 003 labelled classification (labelled_classes.py)
-5. an object with `texts`                   → seed 000 `/embed` (openclip_service.py)
-6. an object with `text` and/or `image`     → seed 001 `/embeddings` (openclip_api.py)
+1. an object with `task`                    → the task format, this container's own (task_format.py)
+2. a list                                   → CLIP-API-service's `/encode` (clip_api_service.py)
+3. an object with `queries` + `candidates`  → CLIP-API-service's `/rank`
+4. an object with `images` + `classes`      → the SageMaker CLIP container's classification (sagemaker_clip.py)
+5. an object with `texts`                   → OpenCLIP as a Service's `/embed` (openclip_service.py)
+6. an object with `text` and/or `image`     → OpenCLIP-API's `/embeddings` (openclip_api.py)
 
 Each earlier system's own route calls `parse_as` with its format, so its bodies never need detecting.
 `options` come from the X-Amzn-SageMaker-Custom-Attributes header; a body's own fields win over them.
@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ApiError
 from ..tasks import Classification, EmbedResult, RankResult, Result, Task
-from . import clip_api_service, general, labelled_classes, openclip_api, openclip_service
+from . import clip_api_service, sagemaker_clip, task_format, openclip_api, openclip_service
 from .fields import Limits, type_name
 
 
@@ -53,10 +53,10 @@ def _is_object_with(*keys: str) -> Callable[[Any], bool]:
 
 
 FORMATS: tuple[tuple[str, Callable[[Any], bool], Parse], ...] = (
-    ("general", _is_object_with("task"), general.parse),
+    ("task format", _is_object_with("task"), task_format.parse),
     ("encode", lambda body: isinstance(body, list), clip_api_service.parse_encode),
     ("rank", _is_object_with("queries", "candidates"), clip_api_service.parse_rank),
-    ("labelled-classes", _is_object_with("images", "classes"), labelled_classes.parse),
+    ("sagemaker clip", _is_object_with("images", "classes"), sagemaker_clip.parse),
     ("embed", _is_object_with("texts"), openclip_service.parse),
     ("embeddings", lambda body: isinstance(body, dict) and ("text" in body or "image" in body), openclip_api.parse),
 )

@@ -1,4 +1,4 @@
-"""Seed 002, docker-clip-api / BentoML CLIP-API-service: `POST /rank` and `POST /encode`.
+"""CLIP-API-service (seed 002; BentoML, docker-clip-api): `POST /rank` and `POST /encode`.
 
 Items are `{"text": ...}`, `{"img_uri": "<http(s) URL>"}` or `{"img_blob": "<base64>"}`; when an item has
 several, the original's priority holds (img_uri, then img_blob, then text). `/rank` answers

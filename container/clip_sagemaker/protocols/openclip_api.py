@@ -1,4 +1,4 @@
-"""Seed 001, OpenCLIP-API: `POST /embeddings {"text": "...", "image": "<base64>"}`, either or both.
+"""OpenCLIP-API (seed 001): `POST /embeddings {"text": "...", "image": "<base64>"}`, either or both.
 
 Answers `{"model", "device", "embeddings": [text vector?, image vector?], "duration"}`: the text's vector
 first, then the image's; un-normalised, as the original returned them (`normalize: true` asks otherwise).

@@ -1,4 +1,4 @@
-"""Seed 000, OpenCLIP as a Service: `POST /embed {"texts": [...], "normalize": true}` → `{"embeddings"}`."""
+"""OpenCLIP as a Service (seed 000): `POST /embed {"texts": [...], "normalize": true}` → `{"embeddings"}`."""
 from __future__ import annotations
 
 from typing import Any, Mapping

@@ -5,8 +5,8 @@ import itertools
 
 import pytest
 
-from clip_sagemaker import resources
-from clip_sagemaker.resources import Layout, _cgroup_cpu_limit, available_cpus, plan_layout
+from clip_sagemaker import worker_layout
+from clip_sagemaker.worker_layout import Layout, _cgroup_cpu_limit, available_cpus, plan_layout
 from clip_sagemaker.settings import Settings
 
 
@@ -116,30 +116,30 @@ def test_unreadable_cgroup_v2_content_falls_back_to_v1(tmp_path):
 # --- available_cpus / visible_gpus ---------------------------------------------------------------------------
 
 def _fake_affinity(monkeypatch, cores):
-    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(worker_layout.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
 
 
 def test_available_cpus_is_capped_by_the_cgroup_quota_rounded_down(monkeypatch):
     _fake_affinity(monkeypatch, 16)
-    monkeypatch.setattr(resources, "_cgroup_cpu_limit", lambda: 2.5)
+    monkeypatch.setattr(worker_layout, "_cgroup_cpu_limit", lambda: 2.5)
     assert available_cpus() == 2
 
 
 def test_available_cpus_is_at_least_one_under_a_fractional_quota(monkeypatch):
     _fake_affinity(monkeypatch, 16)
-    monkeypatch.setattr(resources, "_cgroup_cpu_limit", lambda: 0.5)
+    monkeypatch.setattr(worker_layout, "_cgroup_cpu_limit", lambda: 0.5)
     assert available_cpus() == 1
 
 
 def test_available_cpus_uses_affinity_without_a_quota(monkeypatch):
     _fake_affinity(monkeypatch, 6)
-    monkeypatch.setattr(resources, "_cgroup_cpu_limit", lambda: None)
+    monkeypatch.setattr(worker_layout, "_cgroup_cpu_limit", lambda: None)
     assert available_cpus() == 6
 
 
 def test_available_cpus_ignores_a_quota_above_the_affinity(monkeypatch):
     _fake_affinity(monkeypatch, 4)
-    monkeypatch.setattr(resources, "_cgroup_cpu_limit", lambda: 32.0)
+    monkeypatch.setattr(worker_layout, "_cgroup_cpu_limit", lambda: 32.0)
     assert available_cpus() == 4
 
 
@@ -148,22 +148,22 @@ def _fake_gpus(monkeypatch, tmp_path, count):
     gpus_dir.mkdir()
     for i in range(count):
         (gpus_dir / f"0000:0{i}:00.0").mkdir()
-    monkeypatch.setattr(resources, "Path", lambda _path: gpus_dir)
+    monkeypatch.setattr(worker_layout, "Path", lambda _path: gpus_dir)
 
 
 def test_visible_gpus_counts_driver_entries(monkeypatch, tmp_path):
     _fake_gpus(monkeypatch, tmp_path, 4)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert resources.visible_gpus() == 4
+    assert worker_layout.visible_gpus() == 4
 
 
 @pytest.mark.parametrize("visible, expected", [("0,1", 2), ("2", 1), ("", 0), ("-1", 0), ("0,1,2,3,4,5", 4)])
 def test_visible_gpus_is_narrowed_by_cuda_visible_devices(monkeypatch, tmp_path, visible, expected):
     _fake_gpus(monkeypatch, tmp_path, 4)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    assert resources.visible_gpus() == expected
+    assert worker_layout.visible_gpus() == expected
 
 
 def test_visible_gpus_is_zero_without_a_driver(monkeypatch, tmp_path):
-    monkeypatch.setattr(resources, "Path", lambda _path: tmp_path / "absent")
-    assert resources.visible_gpus() == 0
+    monkeypatch.setattr(worker_layout, "Path", lambda _path: tmp_path / "absent")
+    assert worker_layout.visible_gpus() == 0

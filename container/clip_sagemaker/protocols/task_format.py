@@ -1,4 +1,4 @@
-"""This container's own /invocations format: a required `task` field names one of the three tasks.
+"""The task format, this container's own /invocations format: a required `task` field names one of the three tasks.
 
     {"task": "embed", "texts": [...], "images": [...], "normalize": true}
     {"task": "rank", "queries": [{"image": ...} | {"text": ...}], "candidates": [...], "top_k": 5}
@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from .. import tasks
 from ..errors import ApiError, invalid
-from . import fields, labelled_classes
+from . import fields, sagemaker_clip
 
 EMBED_OPTIONS = {"normalize"}
 RANK_OPTIONS = {"top_k"}
@@ -74,12 +74,12 @@ def _rank(body: dict, options: Mapping[str, Any], limits: fields.Limits):
 def _render_classification(result: list[tasks.Classification], ctx) -> dict:
     return {"task": "classify", "results": [
         {"label": c.top_labels[0], "classification": c.classification, "confidence": c.confidence,
-         "selected": c.selected, "prompts": labelled_classes.prompts_triple(c)} for c in result]}
+         "selected": c.selected, "prompts": sagemaker_clip.prompts_triple(c)} for c in result]}
 
 
 def _classify(body: dict, options: Mapping[str, Any], limits: fields.Limits):
-    fields.reject_unknown(body, labelled_classes.KEYS | {"task"}, "task classify")
-    return labelled_classes.parse_classify(body, options, limits), _render_classification
+    fields.reject_unknown(body, sagemaker_clip.KEYS | {"task"}, "task classify")
+    return sagemaker_clip.parse_classify(body, options, limits), _render_classification
 
 
 _TASKS = {"embed": _embed, "rank": _rank, "classify": _classify}

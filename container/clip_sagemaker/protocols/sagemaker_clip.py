@@ -1,4 +1,4 @@
-"""Seed 003, the SageMaker CLIP container: `{"images": [...], "classes": [[label, class_id], ...]}`.
+"""The SageMaker CLIP container (seed 003): `{"images": [...], "classes": [[label, class_id], ...]}`.
 
 Answers a list with one `{"classification", "confidence", "prompts": [indices, labels, probabilities]}` per
 image; with plain-string classes (the older form) each image's answer is just the `prompts` triple. The

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from clip_sagemaker.batcher import ModelLoop, QueueFull
+from clip_sagemaker.model_loop import ModelLoop, QueueFull
 
 WAIT = 3.0  # seconds: the most any single wait in these tests may take
 
@@ -325,7 +325,7 @@ def test_a_batch_shorter_than_the_stuck_limit_keeps_the_loop_healthy(make_loop):
 
 def test_jobs_still_queued_at_stop_fail_instead_of_hanging():
     import threading
-    from clip_sagemaker.batcher import ModelLoop
+    from clip_sagemaker.model_loop import ModelLoop
 
     release = threading.Event()
 
@@ -351,7 +351,7 @@ class OutOfMemoryError(RuntimeError):
 
 def test_out_of_memory_splits_the_batch_so_only_the_row_that_cannot_fit_fails():
     import threading
-    from clip_sagemaker.batcher import ModelLoop
+    from clip_sagemaker.model_loop import ModelLoop
 
     gate, seen = threading.Event(), []
 
@@ -377,7 +377,7 @@ def test_out_of_memory_splits_the_batch_so_only_the_row_that_cannot_fit_fails():
 
 
 def test_a_single_large_job_is_split_by_rows_on_out_of_memory():
-    from clip_sagemaker.batcher import ModelLoop
+    from clip_sagemaker.model_loop import ModelLoop
 
     def encode(modality, rows):
         if len(rows) > 2:
@@ -394,7 +394,7 @@ def test_a_single_large_job_is_split_by_rows_on_out_of_memory():
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death is the point
 def test_a_dead_loop_thread_is_replaced_and_health_comes_back():
     import time
-    from clip_sagemaker.batcher import ModelLoop
+    from clip_sagemaker.model_loop import ModelLoop
 
     loop = ModelLoop(lambda m, rows: np.zeros((len(rows), 1), np.float32), max_batch_size=4, max_queue=10,
                      stuck_after_s=60).start()
@@ -422,7 +422,7 @@ def test_a_dead_loop_thread_is_replaced_and_health_comes_back():
 def test_under_concurrent_load_the_loop_waits_briefly_to_fill_the_batch_but_a_lone_job_never_waits():
     import threading
     import time
-    from clip_sagemaker.batcher import ModelLoop
+    from clip_sagemaker.model_loop import ModelLoop
 
     gate, sizes = threading.Event(), []
 

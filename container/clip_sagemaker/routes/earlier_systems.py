@@ -1,0 +1,27 @@
+"""The earlier systems' own routes, each taking only its own format: OpenCLIP as a Service's POST /embed,
+OpenCLIP-API's POST /embeddings, CLIP-API-service's POST /rank and POST /encode."""
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from .. import codecs, protocols
+from ..pipeline import Pipeline
+
+# route → the protocols format it takes
+ROUTES = {"/embed": "embed", "/embeddings": "embeddings", "/rank": "rank", "/encode": "encode"}
+
+
+def earlier_system_routes(pipeline: Pipeline) -> Blueprint:
+    routes = Blueprint("earlier_systems", __name__)
+
+    def route_for(format_name: str):
+        def handler() -> Response:
+            accept = pipeline.accept((codecs.JSON, codecs.NPY))
+            call = protocols.parse_as(format_name, pipeline.json_body(), pipeline.options(), pipeline.limits)
+            return pipeline.answer(call, accept)
+        handler.__name__ = f"earlier_{format_name}"
+        return handler
+
+    for path, format_name in ROUTES.items():
+        routes.post(path)(route_for(format_name))
+    return routes

@@ -1,0 +1,32 @@
+"""POST /invocations: every task, in the task format or any earlier system's (detected from the body), as
+JSON, JSON Lines, CSV records or one raw image."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from .. import codecs, protocols, tasks
+from ..inputs import ImageSource
+from ..pipeline import Pipeline
+from ..protocols import fields, task_format
+
+
+def inference_routes(pipeline: Pipeline) -> Blueprint:
+    routes = Blueprint("inference", __name__)
+
+    @routes.post("/invocations")
+    def invocations() -> Response:
+        kind = codecs.request_kind(request.headers.get("Content-Type"))
+        options = pipeline.options()
+        if kind in ("jsonlines", "csv"):
+            return pipeline.answer_records(kind, options)
+        accept = pipeline.accept()
+        if kind == "image":
+            image = ImageSource(pipeline.body(batch_request=False), "body")
+            normalize = fields.boolean(fields.with_options({}, options, {"normalize"}), "normalize", True)
+            # Answered like the task format's embed task with that one image.
+            call = protocols.Call(tasks.EmbedTask((tasks.Item(image),), normalize), task_format.embed_renderer(0))
+        else:
+            call = protocols.detect(pipeline.json_body(), options, pipeline.limits)
+        return pipeline.answer(call, accept)
+
+    return routes
