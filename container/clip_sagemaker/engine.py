@@ -13,10 +13,11 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from .cpu_phases import CpuPhases
 from .model_loop import ModelLoop, QueueFull
 from .errors import ApiError, Unavailable
 from .fetch import FetchPolicy
-from .inputs import ImageSource, UrlReader, load_image
+from .inputs import ImageSource, UrlReader, decode_image, image_bytes
 from .model import ClipModel, ModelInfo, load_model
 from .model_source import resolve_model_source
 from .worker_layout import Layout
@@ -35,7 +36,7 @@ def default_batch_size(device: str) -> int:
 def default_batch_wait_ms(device: str) -> float:
     # Long enough for answered clients to send their next request; short beside one forward pass
     # (a CPU's ViT-B-32 batch takes hundreds of ms, a GPU's a few).
-    return 2.0 if device.startswith("cuda") else 20.0
+    return 2.0 if device.startswith("cuda") else 100.0
 
 
 class Engine:
@@ -45,9 +46,11 @@ class Engine:
         wait_ms = settings.max_batch_wait_ms
         if wait_ms is None:
             wait_ms = default_batch_wait_ms(model.info.device)
+        # On a CPU, image preparation and forward passes take turns on the cores (cpu_phases.py).
+        self.phases = CpuPhases(enabled=model.info.device.startswith("cpu") and settings.cpu_phases)
         self.loop = ModelLoop(model.encode, settings.max_batch_size or default_batch_size(model.info.device),
                               settings.max_queue, stuck_after_s=settings.timeout_s,
-                              max_wait_s=wait_ms / 1000).start()
+                              max_wait_s=wait_ms / 1000, phases=self.phases).start()
         self._urls = UrlReader(FetchPolicy.from_settings(settings), settings.image_s3_buckets)
         self.text_cache = TextCache(model.info.name, settings.text_cache_size)
         # JPEGs decode at a reduced scale that is still at least the model's input size (Pillow's draft mode).
@@ -89,8 +92,10 @@ class Engine:
         return list(self._image_pool.map(attempt, images))
 
     def _prepare_image(self, source: ImageSource):
-        image = load_image(source, self.settings.max_image_pixels, self._urls, self._draft_size)
-        return self.model.prepare_image(image)
+        data = image_bytes(source, self._urls)  # fetching waits on the network, not the CPU: not a phase
+        with self.phases.preparing():
+            image = decode_image(data, source.field, self.settings.max_image_pixels, self._draft_size)
+            return self.model.prepare_image(image)
 
     def for_request(self, deadline: float) -> "RequestEncoder":
         return RequestEncoder(self, deadline)
@@ -158,7 +163,8 @@ def build_engine(settings: Settings, layout: Layout) -> Engine:
     log.info("loading %s", source.description)
     started = time.monotonic()
     model = load_model(source, device=settings.device, precision=settings.precision,
-                       torch_threads=layout.torch_threads, trim_text=settings.trim_text)
+                       torch_threads=layout.torch_threads, trim_text=settings.trim_text,
+                       freeze_towers=settings.torchscript)
     engine = Engine(model, settings)
     engine.warm_up()
     info = model.info

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from .model_source import ModelSource
+from . import torchscript
+from .model_source import LOCAL_DIR_PREFIX, ModelSource, weights_in
 from .precision import PrecisionChoice, PrecisionError, choose_precision
+from .weights import load_streamed
 from .modality import IMAGE, TEXT
 
 log = logging.getLogger(__name__)
@@ -128,7 +131,7 @@ class _NumpyTail:
 
 class ClipModel:
     def __init__(self, model: torch.nn.Module, preprocess, tokenizer, source: ModelSource, device: str,
-                 precision: PrecisionChoice, trim_text: bool = True):
+                 precision: PrecisionChoice, trim_text: bool = True, freeze_towers: bool = True):
         self._model = model.eval()
         try:
             self._preprocess = _NumpyTail(preprocess)
@@ -144,12 +147,24 @@ class ClipModel:
         self.logit_bias = None if bias is None else float(bias.detach().float().item())
         image_size = model.visual.image_size
         image_size = tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+        self._vision = self._frozen_vision(image_size) if freeze_towers and self._device.type == "cpu" else None
         with torch.inference_mode():
             probe = self._model.encode_text(self.tokenize([""]).to(self._device))
         self.info = ModelInfo(
             name=source.display_name or source.name, source=source.description,
             device=str(self._device), precision=precision.precision, precision_reason=precision.reason, embed_dim=int(probe.shape[-1]),
             image_size=image_size, context_length=int(getattr(tokenizer, "context_length", 77)))
+
+    def _frozen_vision(self, image_size: tuple[int, int]) -> Optional[Callable]:
+        """The traced vision tower, where the model's encode_image is open_clip's plain `visual(image)`
+        (CoCa's and others' do more: they stay eager). The text transformer stays eager: its input length
+        changes with every batch's longest text, and a trace re-specialises on each new length."""
+        import open_clip
+
+        if type(self._model).encode_image not in (open_clip.CLIP.encode_image, open_clip.CustomTextCLIP.encode_image):
+            return None
+        example = torchscript.vision_example(image_size, self._input_dtype, self._device)
+        return torchscript.freeze(self._model.visual, example, "vision tower")
 
     def prepare_image(self, image) -> torch.Tensor:
         """A decoded RGB PIL image → the normalised tensor the vision tower takes (on the CPU)."""
@@ -181,7 +196,8 @@ class ClipModel:
         batch = torch.stack(list(rows)).to(self._device, non_blocking=True)
         with torch.inference_mode():
             if modality == IMAGE:
-                features = self._model.encode_image(batch.to(self._input_dtype))
+                vision = self._model.encode_image if self._vision is None else self._vision
+                features = vision(batch.to(self._input_dtype))
             elif modality == TEXT and self.text_tower is not None:
                 features = encode_text_trimmed(self.text_tower, batch)
             elif modality == TEXT:
@@ -191,8 +207,17 @@ class ClipModel:
         return features.float().cpu().numpy()
 
 
+def _safetensors_file(source: ModelSource) -> Optional[Path]:
+    """The .safetensors file the source's weights come from, where they come from one."""
+    if source.name.startswith(LOCAL_DIR_PREFIX) and source.pretrained is None:
+        found = weights_in(Path(source.name[len(LOCAL_DIR_PREFIX):]))
+    else:
+        found = Path(source.pretrained) if source.pretrained else None
+    return found if found is not None and found.suffix == ".safetensors" and found.is_file() else None
+
+
 def load_model(source: ModelSource, device: Optional[str] = None, precision: Optional[str] = None,
-               torch_threads: Optional[int] = None, trim_text: bool = True) -> ClipModel:
+               torch_threads: Optional[int] = None, trim_text: bool = True, freeze_towers: bool = True) -> ClipModel:
     if torch_threads:
         torch.set_num_threads(torch_threads)
     import open_clip  # imported here so that code which only plans or validates never pays for it
@@ -209,12 +234,17 @@ def load_model(source: ModelSource, device: Optional[str] = None, precision: Opt
         # open_clip only warns when a tag's weights were trained with QuickGELU and the architecture
         # lacks it (ViT-B-32 + openai); the embeddings are then subtly wrong, so use the right activation.
         tag_cfg = open_clip.get_pretrained_cfg(source.name, source.pretrained) if source.pretrained else {}
-        model, _, preprocess = open_clip.create_model_and_transforms(
+        quick_gelu = bool(tag_cfg.get("quick_gelu"))
+        weights = _safetensors_file(source)
+        loaded = None
+        if weights is not None and device == "cpu":
+            loaded = load_streamed(open_clip, source.name, weights, choice.precision, quick_gelu)
+        model, preprocess = loaded or open_clip.create_model_and_transforms(
             source.name, pretrained=source.pretrained, device=device, precision=choice.precision,
-            force_quick_gelu=bool(tag_cfg.get("quick_gelu")),
+            force_quick_gelu=quick_gelu,
             # Without this, a config with no weights next to it silently becomes a random model.
-            require_pretrained=not source.random_weights)
+            require_pretrained=not source.random_weights)[::2]
         tokenizer = open_clip.get_tokenizer(source.name)
-        return ClipModel(model, preprocess, tokenizer, source, device, choice, trim_text)
+        return ClipModel(model, preprocess, tokenizer, source, device, choice, trim_text, freeze_towers)
     except Exception as exc:  # open_clip raises many types (OSError, RuntimeError, ValueError, safetensors errors)
         raise ModelLoadError(f"could not load {source.description} on {device}: {type(exc).__name__}: {exc}") from exc

@@ -2,9 +2,12 @@
 
 Request threads submit prepared rows (image tensors, token rows) as jobs; the loop takes whatever is
 waiting, up to `max_batch_size` rows, runs one forward pass per modality and hands each job its own rows.
-Under concurrent load (the previous batch served more than one request) it waits up to `max_wait_s` for
-more jobs to fill the batch, because clients answered by the last batch are already sending their next
-requests; a lone client's batches serve one request each, so it never waits. The queue is
+Under concurrent load it waits up to `max_wait_s` for more jobs, because clients answered by the last
+batch are already sending their next requests: until the batch holds as many rows as were ever waiting or
+running at once during the last few batches (the clients there are; then it takes only what is already
+queued). So a steady set of clients keeps forming full batches instead of splitting into small ones,
+which cost several times more per row. A lone client never has more rows in flight than its own batch
+holds, so it never waits. The queue is
 bounded: a full queue is refused at once. A failing batch fails only its own jobs and the loop goes on; a
 batch that runs out of accelerator memory is split in halves and retried, so only a single row that
 cannot fit on its own fails. `healthy()` turns false when the loop thread has died or one batch has run
@@ -12,6 +15,7 @@ for too long; a supervisor thread starts a new loop thread when one has died, so
 """
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -22,9 +26,15 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from .cpu_phases import CpuPhases
+
 log = logging.getLogger(__name__)
 
 Encode = Callable[[str, Sequence[Any]], np.ndarray]
+# Longest the loop lets images being prepared catch up before it takes a batch (cpu_phases.py): a few
+# preparations' time, so that one huge image cannot hold the batch back for long.
+PREPARATION_WAIT_S = 0.1
+RECENT_BATCHES = 4  # how many batches back the loop looks to judge concurrency and the batch to aim for
 
 
 class QueueFull(Exception):
@@ -45,14 +55,20 @@ class _Job:
 
 class ModelLoop:
     def __init__(self, encode: Encode, max_batch_size: int, max_queue: int, stuck_after_s: float,
-                 max_wait_s: float = 0.0):
+                 max_wait_s: float = 0.0, phases: Optional[CpuPhases] = None):
         self._encode = encode
+        self._phases = phases or CpuPhases(enabled=False)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
-        self._concurrent = False  # did the last batch serve more than one job?
+        # Rows submitted and not yet answered, their peak since the last batch was taken, and recent peaks.
+        self._in_flight_lock = threading.Lock()
+        self._in_flight = 0
+        self._peak = 0
+        self._recent_peaks: collections.deque[int] = collections.deque(maxlen=RECENT_BATCHES)
         self._queue: queue.Queue[_Job] = queue.Queue(maxsize=max_queue)
         self._stuck_after_s = stuck_after_s
         self._busy_since: Optional[float] = None
+        self._last_start = 0.0
         self._carried: Optional[_Job] = None
         self._stopping = threading.Event()
         self._thread = self._new_thread()
@@ -104,9 +120,15 @@ class ModelLoop:
                 self._queue.put_nowait(job)
             except queue.Full:
                 for queued in jobs[:index]:
-                    queued.future.cancel()
+                    queued.future.cancel()  # still counted: the loop takes and discards them
                 raise QueueFull(f"{self._queue.maxsize} jobs are already waiting for the model") from None
+            self._count_in_flight(len(job.rows))
         return [job.future for job in jobs]
+
+    def _count_in_flight(self, change: int) -> None:
+        with self._in_flight_lock:
+            self._in_flight += change
+            self._peak = max(self._peak, self._in_flight)
 
     def _take_batch(self) -> list[_Job]:
         if self._carried is not None:
@@ -117,10 +139,15 @@ class ModelLoop:
             except queue.Empty:
                 return []
         rows = len(jobs[0].rows)
-        wait_until = time.monotonic() + (self.max_wait_s if self._concurrent else 0.0)
+        with self._in_flight_lock:
+            self._recent_peaks.append(self._peak)
+            self._peak = self._in_flight
+        target = min(self.max_batch_size, max(self._recent_peaks))
+        wait_until = time.monotonic() + self.max_wait_s
         while rows < self.max_batch_size:
+            remaining = max(0.0, wait_until - time.monotonic()) if rows < target else 0.0
             try:
-                job = self._queue.get(timeout=max(0.0, wait_until - time.monotonic()))
+                job = self._queue.get(timeout=remaining) if remaining else self._queue.get_nowait()
             except queue.Empty:
                 break
             if rows + len(job.rows) > self.max_batch_size:
@@ -128,14 +155,18 @@ class ModelLoop:
                 break
             jobs.append(job)
             rows += len(job.rows)
-        self._concurrent = len(jobs) > 1
         return jobs
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            jobs = [job for job in self._take_batch() if job.future.set_running_or_notify_cancel()]
-            for modality in dict.fromkeys(job.modality for job in jobs):
-                self._run_batch(modality, [job for job in jobs if job.modality == modality])
+            self._phases.await_preparations(PREPARATION_WAIT_S)
+            taken = self._take_batch()
+            jobs = [job for job in taken if job.future.set_running_or_notify_cancel()]
+            try:
+                for modality in dict.fromkeys(job.modality for job in jobs):
+                    self._run_batch(modality, [job for job in jobs if job.modality == modality])
+            finally:
+                self._count_in_flight(-sum(len(job.rows) for job in taken))
 
     def _encode_splitting(self, modality: str, rows: Sequence[Any]) -> np.ndarray:
         """One job's rows, halved and retried while they run out of memory, down to a single row."""
@@ -150,9 +181,10 @@ class ModelLoop:
 
     def _run_batch(self, modality: str, jobs: list[_Job]) -> None:
         rows = [row for job in jobs for row in job.rows]
-        self._busy_since = time.monotonic()
+        self._busy_since = self._last_start = time.monotonic()
         try:
-            out = self._encode_splitting(modality, rows) if len(jobs) == 1 else self._encode(modality, rows)
+            with self._phases.forward():
+                out = self._encode_splitting(modality, rows) if len(jobs) == 1 else self._encode(modality, rows)
         except BaseException as exc:  # a failed batch must fail its own jobs, never the loop
             if is_out_of_memory(exc) and len(jobs) > 1:
                 # Retry in halves, so that every request succeeds or fails on its own.
@@ -170,6 +202,8 @@ class ModelLoop:
         finally:
             self._busy_since = None
         self.batches_run += 1
+        log.debug("model loop: %d %s rows of %d jobs in %.1f ms", len(rows), modality, len(jobs),
+                  1000 * (time.monotonic() - self._last_start))
         start = 0
         for job in jobs:
             job.future.set_result(out[start:start + len(job.rows)])

@@ -22,6 +22,7 @@ WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetens
                 "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth")
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
 RANDOM_WEIGHTS = "none"
+LOCAL_DIR_PREFIX = "local-dir:"
 HF_HUB_PREFIX = "hf-hub:"
 # OpenAI's Hugging Face repos hold the same weights open_clip loads as `openai`; the -quickgelu
 # architectures use the activation those weights were trained with.
@@ -47,10 +48,10 @@ class ModelSource:
 
     @property
     def random_weights(self) -> bool:
-        return self.pretrained is None and not self.name.startswith(("local-dir:", HF_HUB_PREFIX))
+        return self.pretrained is None and not self.name.startswith((LOCAL_DIR_PREFIX, HF_HUB_PREFIX))
 
 
-def _weights_in(directory: Path) -> Optional[Path]:
+def weights_in(directory: Path) -> Optional[Path]:
     for name in WEIGHT_FILES:
         if (directory / name).is_file():
             return directory / name
@@ -59,9 +60,9 @@ def _weights_in(directory: Path) -> Optional[Path]:
 
 def _from_directory(directory: Path, variable: str, explicit: bool, kind: str) -> Optional[ModelSource]:
     config = directory / CONFIG_FILE
-    weights = _weights_in(directory) if directory.is_dir() else None
+    weights = weights_in(directory) if directory.is_dir() else None
     if config.is_file() and weights is not None:
-        return ModelSource(name=f"local-dir:{directory}", pretrained=None,
+        return ModelSource(name=f"{LOCAL_DIR_PREFIX}{directory}", pretrained=None,
                            description=f"{kind} {directory} ({weights.name})",
                            display_name=str(directory))
     # A directory that holds only half a model was meant to be used: falling back would serve something else.

@@ -33,7 +33,7 @@ ENVIRONMENT: tuple[str, ...] = (
     "SAGEMAKER_BIND_TO_PORT", "SAGEMAKER_MODEL_SERVER_WORKERS", "SERVER_THREADS", "SAGEMAKER_MODEL_SERVER_TIMEOUT",
     "SAGEMAKER_BATCH", "LOG_LEVEL",
     # the model loop and the work around it
-    "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_QUEUE", "TEXT_CACHE_SIZE", "TEXT_TRIM", "JPEG_DRAFT",
+    "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_QUEUE", "TEXT_CACHE_SIZE", "TEXT_TRIM", "JPEG_DRAFT", "TORCHSCRIPT", "CPU_PHASES",
     # request limits and Batch Transform
     "MAX_BODY_MB", "BATCH_MAX_PAYLOAD_MB", "BATCH_MAX_CONCURRENT_TRANSFORMS", "SAGEMAKER_MAX_PAYLOAD_IN_MB",
     "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "MAX_ITEMS", "MAX_TEXT_CHARS", "TEXT_TRUNCATE", "MAX_IMAGE_PIXELS",
@@ -132,6 +132,8 @@ class Settings:
     text_cache_size: int = 10_000
     trim_text: bool = True
     jpeg_draft: bool = True
+    torchscript: bool = True
+    cpu_phases: bool = True
     # Request limits. Batch requests (JSON Lines, CSV, or any request under SAGEMAKER_BATCH) may be as large
     # as the MaxPayloadInMB the container announces; others keep SageMaker's real-time 6 MB.
     max_body_bytes: int = 6 * MB
@@ -178,6 +180,8 @@ class Settings:
             text_cache_size=_int(env, "TEXT_CACHE_SIZE", 10_000, minimum=0),
             trim_text=_bool(env, "TEXT_TRIM", True),
             jpeg_draft=_bool(env, "JPEG_DRAFT", True),
+            torchscript=_bool(env, "TORCHSCRIPT", True),
+            cpu_phases=_bool(env, "CPU_PHASES", True),
             max_body_bytes=_int(env, "MAX_BODY_MB", 6) * MB,
             # The job's own settings (SageMaker passes them as SAGEMAKER_*) win over the container's defaults.
             batch_max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", None)
