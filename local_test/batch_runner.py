@@ -49,10 +49,11 @@ from typing import Callable, Iterator, Optional, TextIO, Union
 
 import requests
 
-MB = 1024 * 1024
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "container"))
+from clip_sagemaker.settings import MB, SAGEMAKER_PAYLOAD_LIMIT_MB  # noqa: E402
+
 DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker's defaults when neither the job nor the container says
 DEFAULT_MAX_CONCURRENT = 1
-SAGEMAKER_PAYLOAD_LIMIT_MB = 100
 JSONLINES = "application/jsonlines"
 CSV = "text/csv"
 CONTENT_TYPES = {".jsonl": JSONLINES, ".jsonlines": JSONLINES, ".ndjson": JSONLINES, ".csv": CSV}
