@@ -1,4 +1,12 @@
-"""Shared fixtures: tiny random OpenCLIP models saved in the layouts users ship, loaded the production way."""
+"""Shared fixtures: tiny random OpenCLIP models saved in the layouts users ship, loaded the production way,
+and the real ./serve started with given settings.
+
+tests/unit: no ./serve and no subprocess, a fast inner loop (`pytest tests/unit`). tests/integration: the
+real ./serve and other processes; every test there is marked `integration` (`-m integration` or
+`-m "not integration"` select them). The helper modules both use sit next to this file and are imported by
+their plain names: images, reference (open_clip computed directly), http_helper (post/get to a test client
+or a running server), server (./serve in a process), static_server (local HTTP servers), text_towers.
+"""
 from __future__ import annotations
 
 import os
@@ -22,8 +30,18 @@ TINY_CFG = {
 TINY_SIGLIP_CFG = {**TINY_CFG, "init_logit_bias": -10.0}
 
 
+INTEGRATION = REPO / "tests" / "integration"
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "integration: starts the real ./serve on a loopback port")
+    config.addinivalue_line("markers", "integration: starts the real ./serve or another process (tests/integration)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +61,11 @@ def tiny_siglip_dir(tmp_path_factory) -> Path:
 def settings(tiny_model_dir):
     from clip_sagemaker.settings import Settings
     # fp32 pinned: the value tests prove exactness on every CPU (an AMX CPU would default to bf16).
-    return Settings(model_dir=str(tiny_model_dir), model_dir_explicit=True, max_batch_size=8, precision="fp32")
+    # No wait to fill batches: after a large request the loop would hold each lone one up to 100 ms (its CPU
+    # default), which made the fuzz tests three times slower. Batch forming has tests of its own
+    # (test_batch_forming.py, test_model_loop.py), on loops built for them.
+    return Settings(model_dir=str(tiny_model_dir), model_dir_explicit=True, max_batch_size=8, precision="fp32",
+                    max_batch_wait_ms=0)
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +89,7 @@ def client(app):
     return app.test_client()
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def url_client(settings, engine):
     """A client of an app whose operator allowed image URLs on 127.0.0.1 (public endpoints refuse them)."""
     from clip_sagemaker.app import create_app
@@ -105,3 +127,20 @@ def sagemaker_sdk_env(tmp_path_factory):
         patch.setenv("SAGEMAKER_ADMIN_CONFIG_OVERRIDE", str(config))
         patch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
         yield patch
+
+
+@pytest.fixture()
+def serve(tmp_path):
+    """Starts ./serve: `serve({"MODEL_DIR": ...})` returns a ready Server (with `wait_ready=False`, one
+    just started); every server is stopped after the test, and one that was ready must exit 0."""
+    from server import Servers
+    with Servers(tmp_path) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def serve_module(tmp_path_factory):
+    """`serve` for module-scoped servers: they are stopped after the module's last test."""
+    from server import Servers
+    with Servers(tmp_path_factory.mktemp("serve")) as servers:
+        yield servers

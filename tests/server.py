@@ -1,4 +1,7 @@
-"""Starts the real ./serve on a free loopback port for integration tests, and always stops it."""
+"""Starts the real ./serve on a free loopback port for integration tests, and always stops it.
+
+Tests get servers from the `serve` and `serve_module` fixtures (conftest.py), which are `Servers`.
+"""
 from __future__ import annotations
 
 import json
@@ -99,3 +102,39 @@ class Server:
                 self.process.wait(timeout=10)
         self._log.close()
         return self.process.returncode
+
+
+class Servers:
+    """Starts ./serve with given settings and stops every server it started when closed. A server that
+    became ready must then exit 0 (SIGTERM is a clean shutdown); one that was never ready may exit as it
+    likes (tests of start-up failures read its status with `wait_exit`)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.started: list[Server] = []
+
+    def __call__(self, env: dict[str, str], wait_ready: bool = True, timeout: float = 90) -> Server:
+        """A server with `env` on top of Server's defaults; with `wait_ready`, returned once /ping says 200
+        (`statuses_before_ready` holds every /ping status seen on the way)."""
+        server = Server(env, self.folder / f"serve-{len(self.started)}.log")
+        server.was_ready = False
+        self.started.append(server)
+        if wait_ready:
+            server.statuses_before_ready = server.wait_ready(timeout)
+            server.was_ready = True
+        return server
+
+    def close(self) -> None:
+        unclean = []
+        for server in self.started:
+            status = server.stop()
+            if server.was_ready and status != 0:
+                unclean.append(f"serve {server.url} exited with {status}:\n{server.log()[-5000:]}")
+        self.started.clear()
+        assert not unclean, "\n".join(unclean)
+
+    def __enter__(self) -> "Servers":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -34,7 +34,8 @@ def serve_files(files: dict[str, bytes], content_type: str = "image/png") -> Ite
 def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
     """Runs `handler` on a free loopback port; yields the base URL; stops when the block ends."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll interval: shutdown() waits for the next poll (0.5 s by default) before the block can end.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -13,8 +13,13 @@ from typing import Optional
 from .settings import Settings
 
 
-def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[float]:
-    """The CPU quota of this container in cores, or None when unlimited (cgroup v2, then v1)."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+NVIDIA_GPUS_DIR = Path("/proc/driver/nvidia/gpus")  # one entry per GPU the driver exposes
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> Optional[float]:
+    """The CPU quota of this container in cores, or None when unlimited (cgroup v2, then v1), read from
+    the cgroup file system mounted at `root`."""
     try:
         quota, period = (root / "cpu.max").read_text().split()[:2]
         if quota != "max":
@@ -32,18 +37,21 @@ def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[float]:
     return None
 
 
-def available_cpus() -> int:
-    """Cores this process may run on: its CPU affinity, capped by a cgroup quota."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    limit = _cgroup_cpu_limit()
+def available_cpus(affinity: Optional[int] = None, cgroup_root: Path = CGROUP_ROOT) -> int:
+    """Cores this process may run on: its CPU affinity (`affinity` cores when given, else read), capped by
+    the cgroup quota under `cgroup_root`."""
+    if affinity is not None:
+        cores = affinity
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = cgroup_cpu_limit(cgroup_root)
     if limit is not None:
         cores = min(cores, max(1, math.floor(limit)))
     return max(1, cores)
 
 
-def visible_gpus() -> int:
-    """NVIDIA GPUs the driver exposes, narrowed by CUDA_VISIBLE_DEVICES."""
-    gpus_dir = Path("/proc/driver/nvidia/gpus")
+def visible_gpus(gpus_dir: Path = NVIDIA_GPUS_DIR) -> int:
+    """NVIDIA GPUs the driver exposes (the entries of `gpus_dir`), narrowed by CUDA_VISIBLE_DEVICES."""
     try:
         present = len(list(gpus_dir.iterdir()))
     except OSError:

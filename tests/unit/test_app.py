@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from http_helper import post
 from images import b64, data_uri, pattern
 
 IMAGES = [pattern(seed) for seed in range(3)]
 TEXTS = ["a photo of a cat", "a red car", "a bowl of soup"]
 LABELS = ["cat", "dog", "red square", "car", "tree", "a bowl of soup"]
-
-
-def post(client, body, **headers):
-    return client.post("/invocations", data=json.dumps(body), content_type="application/json", headers=headers)
 
 
 def error_of(response, status):
@@ -28,7 +23,7 @@ def error_of(response, status):
 # ---- embeddings -------------------------------------------------------------------------------------------
 
 def test_embed_texts_and_images_equal_open_clip_normalized(client, reference):
-    response = post(client, {"task": "embed", "texts": TEXTS, "images": [b64(i) for i in IMAGES]})
+    response = post(client, "/invocations", {"task": "embed", "texts": TEXTS, "images": [b64(i) for i in IMAGES]})
     assert response.status_code == 200
     body = response.get_json()
     assert body["task"] == "embed" and body["dim"] == 32 and body["normalized"] is True
@@ -38,7 +33,7 @@ def test_embed_texts_and_images_equal_open_clip_normalized(client, reference):
 
 
 def test_embed_without_normalization_returns_raw_open_clip_features(client, reference):
-    body = post(client, {"task": "embed", "texts": TEXTS[:2], "normalize": False}).get_json()
+    body = post(client, "/invocations", {"task": "embed", "texts": TEXTS[:2], "normalize": False}).get_json()
     np.testing.assert_allclose(body["text_embeddings"], reference.texts(TEXTS[:2], normalize=False), atol=1e-5)
     assert body["image_embeddings"] == [] and body["normalized"] is False
 
@@ -51,14 +46,14 @@ def test_embed_accepts_data_uris_and_charset_in_content_type(client, reference):
 
 def test_embed_of_many_items_spans_several_model_batches_in_order(client, reference):
     images = [pattern(seed) for seed in range(20)]  # the fixture's max batch is 8
-    body = post(client, {"task": "embed", "images": [b64(i) for i in images]}).get_json()
+    body = post(client, "/invocations", {"task": "embed", "images": [b64(i) for i in images]}).get_json()
     np.testing.assert_allclose(body["image_embeddings"], reference.images(images), atol=1e-5)
 
 
 # ---- ranking ----------------------------------------------------------------------------------------------
 
 def test_rank_images_against_text_candidates_matches_open_clip(client, reference):
-    response = post(client, {"task": "rank", "queries": [{"image": b64(i)} for i in IMAGES],
+    response = post(client, "/invocations", {"task": "rank", "queries": [{"image": b64(i)} for i in IMAGES],
                              "candidates": [{"text": t} for t in TEXTS]})
     body = response.get_json()
     cosine, probabilities = reference.rank(reference.images(IMAGES), reference.texts(TEXTS))
@@ -70,7 +65,7 @@ def test_rank_images_against_text_candidates_matches_open_clip(client, reference
 
 
 def test_rank_texts_against_image_candidates_is_the_reverse_direction(client, reference):
-    body = post(client, {"task": "rank", "queries": [{"text": t} for t in TEXTS[:2]],
+    body = post(client, "/invocations", {"task": "rank", "queries": [{"text": t} for t in TEXTS[:2]],
                          "candidates": [{"image": b64(i)} for i in IMAGES], "top_k": 2}).get_json()
     cosine, probabilities = reference.rank(reference.texts(TEXTS[:2]), reference.images(IMAGES))
     np.testing.assert_allclose(body["cosine_similarities"], cosine, atol=1e-5)
@@ -89,7 +84,7 @@ def test_rank_with_a_logit_bias_model_scores_each_pair_with_a_sigmoid(tiny_sigli
     engine = build_engine(settings, Layout(workers=1, torch_threads=1, gpus=0))
     try:
         client = create_app(settings, EngineSlot(engine)).test_client()
-        body = post(client, {"task": "rank", "queries": [{"image": b64(IMAGES[0])}],
+        body = post(client, "/invocations", {"task": "rank", "queries": [{"image": b64(IMAGES[0])}],
                              "candidates": [{"text": t} for t in TEXTS]}).get_json()
     finally:
         engine.stop()
@@ -115,7 +110,7 @@ def _separated(probabilities: np.ndarray, min_logit_gap: float = 1e-2) -> None:
 
 def test_seed003_labelled_classification_matches_open_clip_and_original_semantics(client, reference):
     classes = [[label, i % 2] for i, label in enumerate(LABELS)]
-    response = post(client, {"images": [b64(i) for i in IMAGES], "classes": classes})
+    response = post(client, "/invocations", {"images": [b64(i) for i in IMAGES], "classes": classes})
     assert response.status_code == 200
     answers = response.get_json()
     expected = reference.classify_probabilities(IMAGES, LABELS)
@@ -134,7 +129,7 @@ def test_seed003_labelled_classification_matches_open_clip_and_original_semantic
 
 
 def test_seed003_plain_string_classes_answer_only_the_prompts_triple(client, reference):
-    answers = post(client, {"images": [b64(IMAGES[0])], "classes": LABELS}).get_json()
+    answers = post(client, "/invocations", {"images": [b64(IMAGES[0])], "classes": LABELS}).get_json()
     expected = reference.classify_probabilities(IMAGES[:1], LABELS)[0]
     order = np.argsort(-expected)[:3]
     assert answers[0][0] == order.tolist()
@@ -145,7 +140,7 @@ def test_seed003_plain_string_classes_answer_only_the_prompts_triple(client, ref
 def test_seed003_defaults_can_be_overridden_in_the_request(client, reference):
     body = {"images": [b64(IMAGES[2])], "classes": [[l, 1] for l in LABELS[:4]], "prompt_template": "{label}",
             "top_k": 4, "margin": 0.5, "logit_scale": 10}
-    answer = post(client, body).get_json()[0]
+    answer = post(client, "/invocations", body).get_json()[0]
     expected = reference.classify_probabilities(IMAGES[2:], LABELS[:4], template="{}", scale=10.0)[0]
     np.testing.assert_allclose(answer["prompts"][2], np.sort(expected)[::-1], atol=1e-4)
     assert len(answer["prompts"][0]) == 4
@@ -154,7 +149,7 @@ def test_seed003_defaults_can_be_overridden_in_the_request(client, reference):
 def test_general_classify_reports_label_decision_and_selected_classes(client, reference):
     classes = [[label, 0] for label in LABELS]
     classes[3][1] = 1
-    body = post(client, {"task": "classify", "images": [b64(i) for i in IMAGES], "classes": classes,
+    body = post(client, "/invocations", {"task": "classify", "images": [b64(i) for i in IMAGES], "classes": classes,
                          "margin": 1.0}).get_json()
     expected = reference.classify_probabilities(IMAGES, LABELS)
     for result, probabilities in zip(body["results"], expected):
@@ -176,13 +171,13 @@ def test_ping_is_503_and_invocations_answer_not_ready_while_the_model_loads(sett
 
     client = create_app(settings, EngineSlot()).test_client()
     assert client.get("/ping").status_code == 503
-    error = error_of(post(client, {"task": "embed", "texts": ["x"]}), 503)
+    error = error_of(post(client, "/invocations", {"task": "embed", "texts": ["x"]}), 503)
     assert error["code"] == "not_ready"
 
 
 def test_every_response_carries_a_request_id(client):
     assert len(client.get("/ping").headers["X-Request-Id"]) == 32
-    assert post(client, {"task": "x"}, **{"X-Request-Id": "abc"}).headers["X-Request-Id"] == "abc"
+    assert post(client, "/invocations", {"task": "x"}, **{"X-Request-Id": "abc"}).headers["X-Request-Id"] == "abc"
 
 
 # ---- client errors ----------------------------------------------------------------------------------------
@@ -211,7 +206,7 @@ def test_every_response_carries_a_request_id(client):
     (["a", "list"], 400, "invalid_field", "[0]"),  # a list is seed 002's /encode, whose items are objects
 ])
 def test_client_mistakes_get_a_4xx_naming_the_problem(client, body, status, code, field):
-    error = error_of(post(client, body), status)
+    error = error_of(post(client, "/invocations", body), status)
     assert error["code"] == code
     assert error.get("field") == field
     assert error["message"]
@@ -219,7 +214,7 @@ def test_client_mistakes_get_a_4xx_naming_the_problem(client, body, status, code
 
 def test_a_bad_image_among_good_ones_names_its_index(client):
     images = [b64(IMAGES[0]), b64(IMAGES[1]), "////", b64(IMAGES[2])]
-    error = error_of(post(client, {"task": "embed", "images": images}), 400)
+    error = error_of(post(client, "/invocations", {"task": "embed", "images": images}), 400)
     assert error["field"] == "images[2]"
 
 
@@ -236,12 +231,12 @@ def test_empty_body_is_a_400(client):
 def test_unsupported_content_type_is_415_and_unproducible_accept_is_406(client):
     response = client.post("/invocations", data=b"a,b", content_type="text/plain")
     assert error_of(response, 415)["code"] == "unsupported_media_type"
-    response = post(client, {"task": "embed", "texts": ["x"]}, Accept="text/html")
+    response = post(client, "/invocations", {"task": "embed", "texts": ["x"]}, Accept="text/html")
     assert error_of(response, 406)["code"] == "not_acceptable"
 
 
 def test_accept_with_wildcards_and_q_values_gets_json(client):
-    response = post(client, {"task": "embed", "texts": ["x"]}, Accept="text/html;q=0.9, */*;q=0.1")
+    response = post(client, "/invocations", {"task": "embed", "texts": ["x"]}, Accept="text/html;q=0.9, */*;q=0.1")
     assert response.status_code == 200 and response.content_type == "application/json"
 
 
@@ -251,7 +246,7 @@ def test_body_over_the_limit_is_413_naming_the_setting(settings, engine):
 
     small = settings.replace(max_body_bytes=1024)
     client = create_app(small, EngineSlot(engine)).test_client()
-    error = error_of(post(client, {"task": "embed", "texts": ["x" * 2000]}), 413)
+    error = error_of(post(client, "/invocations", {"task": "embed", "texts": ["x" * 2000]}), 413)
     assert error["code"] == "body_too_large" and "MAX_BODY_MB" in error["message"]
 
 
@@ -260,7 +255,7 @@ def test_too_many_items_is_413(settings, engine):
     from clip_sagemaker.readiness import EngineSlot
 
     client = create_app(settings.replace(max_items=2), EngineSlot(engine)).test_client()
-    error = error_of(post(client, {"task": "embed", "texts": ["a", "b", "c"]}), 413)
+    error = error_of(post(client, "/invocations", {"task": "embed", "texts": ["a", "b", "c"]}), 413)
     assert error["code"] == "too_many_items" and error["field"] == "texts"
 
 
@@ -280,19 +275,12 @@ def test_a_bug_in_our_code_is_a_generic_500_without_a_traceback(settings):
             raise RuntimeError("secret internal detail")
 
     client = create_app(settings, BrokenSlot()).test_client()
-    error = error_of(post(client, {"task": "embed", "texts": ["x"]}), 500)
+    error = error_of(post(client, "/invocations", {"task": "embed", "texts": ["x"]}), 500)
     assert error["code"] == "internal_error" and "secret" not in error["message"]
 
 
-def test_the_http_layer_imports_no_torch():
-    code = ("import sys; sys.path.insert(0, 'container'); import clip_sagemaker.app, clip_sagemaker.protocols; "
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 def test_an_unsafe_client_request_id_is_replaced(client):
-    response = post(client, {"task": "x"}, **{"X-Request-Id": "bad id\twith spaces" + "x" * 200})
+    response = post(client, "/invocations", {"task": "x"}, **{"X-Request-Id": "bad id\twith spaces" + "x" * 200})
     assert len(response.headers["X-Request-Id"]) == 32 and " " not in response.headers["X-Request-Id"]
 
 
@@ -303,12 +291,12 @@ def test_texts_over_the_context_are_truncated_by_default_or_refused_when_asked(s
 
     long_text = "a very long caption " * 40  # about 160 tokens, more than 77
     body = {"task": "embed", "texts": ["short", long_text]}
-    truncated = post(create_app(settings, EngineSlot(engine)).test_client(), body).get_json()
+    truncated = post(create_app(settings, EngineSlot(engine)).test_client(), "/invocations", body).get_json()
     np.testing.assert_allclose(truncated["text_embeddings"], reference.texts(["short", long_text]), atol=1e-5)
     strict_settings = settings.replace(truncate_text=False)
     strict = Engine(engine.model, strict_settings)
     try:
-        error = error_of(post(create_app(strict_settings, EngineSlot(strict)).test_client(), body), 400)
+        error = error_of(post(create_app(strict_settings, EngineSlot(strict)).test_client(), "/invocations", body), 400)
     finally:
         strict.stop()
     assert error["code"] == "text_too_long" and "text 1 " in error["message"] and "TEXT_TRUNCATE" in error["message"]
@@ -323,7 +311,7 @@ def test_a_base64_image_over_the_byte_limit_is_413_before_decoding(settings, eng
     small_engine = Engine(engine.model, small)
     try:
         client = create_app(small, EngineSlot(small_engine)).test_client()
-        error = error_of(post(client, {"task": "embed", "images": ["A" * 2000]}), 413)
+        error = error_of(post(client, "/invocations", {"task": "embed", "images": ["A" * 2000]}), 413)
     finally:
         small_engine.stop()
     assert (error["code"], error["field"]) == ("image_too_large", "images[0]")
@@ -332,9 +320,9 @@ def test_a_base64_image_over_the_byte_limit_is_413_before_decoding(settings, eng
 def test_each_request_logs_one_json_line_without_its_data(client, caplog):
     import logging
     with caplog.at_level(logging.INFO, logger="clip_sagemaker.access"):
-        post(client, {"task": "embed", "texts": ["a secret caption"], "images": [b64(IMAGES[0])]},
+        post(client, "/invocations", {"task": "embed", "texts": ["a secret caption"], "images": [b64(IMAGES[0])]},
              **{"X-Request-Id": "req-42"})
-        post(client, {"task": "nope"})
+        post(client, "/invocations", {"task": "nope"})
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "clip_sagemaker.access"]
     assert lines[-2]["request_id"] == "req-42" and lines[-2]["status"] == 200 and lines[-2]["items"] == 2
     assert lines[-2]["route"] == "/invocations" and lines[-2]["duration_ms"] >= 0

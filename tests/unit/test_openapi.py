@@ -18,9 +18,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
+from http_helper import post
 from static_server import serve_files
 
-PACKAGE = Path(__file__).resolve().parent.parent / "container" / "clip_sagemaker"
+PACKAGE = Path(__file__).resolve().parents[2] / "container" / "clip_sagemaker"
 DOC = json.loads((PACKAGE / "openapi.json").read_text(encoding="utf-8"))
 SCHEMAS = DOC["components"]["schemas"]
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -91,10 +92,6 @@ def example_params():
 def response_schema(path: str, status: str = "200", media_type: str = "application/json") -> dict:
     response = follow(DOC["paths"][path]["post"]["responses"][status])
     return response["content"][media_type]["schema"]
-
-
-def post(client, path, data, content_type, **headers):
-    return client.post(path, data=data, content_type=content_type, headers=headers)
 
 
 RECORD_TYPES = ("application/jsonlines", "text/csv")  # one request per line; answered one line per line

@@ -1,5 +1,6 @@
 """Text at its real length: the trimmed text forward equals open_clip's padded one (fp32, 1e-5), for every
-tower it is used on, and towers where trimming could change the result keep the padded path."""
+tower it is used on, and towers where trimming could change the result keep the padded path. (The same
+equality on open_clip's full-size ViT-B-32 and RN50 towers: tests/integration/test_text_length_full_size.py.)"""
 from __future__ import annotations
 
 import copy
@@ -10,11 +11,9 @@ import pytest
 import torch
 
 from conftest import TINY_CFG
+from text_towers import TEXTS, assert_trimmed_equals_padded
 
 from clip_sagemaker.model import encode_text_trimmed, trimmable_text_tower
-
-TEXTS = ["a cat", "a photo of a dog running on the beach at sunset with a red ball",
-         "x", "word " * 100]  # the last one is longer than the context and gets truncated
 
 
 def tiny(**changes) -> dict:
@@ -31,8 +30,6 @@ TRIMMABLE = {
     "tiny-custom-text": tiny(custom_text=True),
     "tiny-eos-pool": tiny(custom_text=True, text_cfg={"pool_type": "eos", "eos_id": 49407}),
     "tiny-linear-proj": tiny(custom_text=True, text_cfg={"proj_type": "linear", "proj_bias": True}),
-    "ViT-B-32": None,  # open_clip's own config, full size
-    "RN50": None,
 }
 PADDED = {
     "tiny-bidirectional": tiny(custom_text=True, text_cfg={"no_causal_mask": True, "pool_type": "last"}),
@@ -43,8 +40,6 @@ PADDED = {
 
 def build(name: str, cfg):
     torch.manual_seed(0)
-    if cfg is None:
-        return open_clip.create_model(name).eval(), open_clip.get_tokenizer(name)
     model = (open_clip.CustomTextCLIP if cfg.get("custom_text") else open_clip.CLIP)(
         **{k: v for k, v in cfg.items() if k != "custom_text"})
     return model.eval(), open_clip.get_tokenizer("ViT-B-32")
@@ -52,15 +47,7 @@ def build(name: str, cfg):
 
 @pytest.mark.parametrize("name", TRIMMABLE)
 def test_trimmed_text_forward_equals_the_padded_one(name):
-    model, tokenizer = build(name, TRIMMABLE[name])
-    tower = trimmable_text_tower(model)
-    assert tower is not None
-    tokens = tokenizer(TEXTS)
-    with torch.inference_mode():
-        padded = model.encode_text(tokens)
-        for rows in ([0], [0, 1], [2], [0, 1, 2, 3]):  # batches whose longest text differs
-            trimmed = encode_text_trimmed(tower, tokens[rows])
-            np.testing.assert_allclose(trimmed.numpy(), padded[rows].numpy(), rtol=0, atol=1e-5)
+    assert_trimmed_equals_padded(*build(name, TRIMMABLE[name]))
 
 
 @pytest.mark.parametrize("name", PADDED)

@@ -5,8 +5,7 @@ import itertools
 
 import pytest
 
-from clip_sagemaker import worker_layout
-from clip_sagemaker.worker_layout import Layout, _cgroup_cpu_limit, available_cpus, plan_layout
+from clip_sagemaker.worker_layout import Layout, available_cpus, cgroup_cpu_limit, plan_layout, visible_gpus
 from clip_sagemaker.settings import Settings
 
 
@@ -71,26 +70,26 @@ def test_device_cuda_keeps_gpus():
 
 def test_cgroup_v2_quota_is_read_in_cores(tmp_path):
     (tmp_path / "cpu.max").write_text("250000 100000\n")
-    assert _cgroup_cpu_limit(tmp_path) == 2.5
+    assert cgroup_cpu_limit(tmp_path) == 2.5
 
 
 def test_cgroup_v2_max_means_unlimited(tmp_path):
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert _cgroup_cpu_limit(tmp_path) is None
+    assert cgroup_cpu_limit(tmp_path) is None
 
 
 def test_cgroup_v1_cfs_quota_is_read_in_cores(tmp_path):
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("150000\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert _cgroup_cpu_limit(tmp_path) == 1.5
+    assert cgroup_cpu_limit(tmp_path) == 1.5
 
 
 def test_cgroup_v1_negative_quota_means_unlimited(tmp_path):
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert _cgroup_cpu_limit(tmp_path) is None
+    assert cgroup_cpu_limit(tmp_path) is None
 
 
 def test_cgroup_v2_takes_precedence_over_v1(tmp_path):
@@ -98,11 +97,11 @@ def test_cgroup_v2_takes_precedence_over_v1(tmp_path):
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000")
-    assert _cgroup_cpu_limit(tmp_path) == 4.0
+    assert cgroup_cpu_limit(tmp_path) == 4.0
 
 
 def test_no_cgroup_files_means_unlimited(tmp_path):
-    assert _cgroup_cpu_limit(tmp_path) is None
+    assert cgroup_cpu_limit(tmp_path) is None
 
 
 def test_unreadable_cgroup_v2_content_falls_back_to_v1(tmp_path):
@@ -110,60 +109,58 @@ def test_unreadable_cgroup_v2_content_falls_back_to_v1(tmp_path):
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("300000")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000")
-    assert _cgroup_cpu_limit(tmp_path) == 3.0
+    assert cgroup_cpu_limit(tmp_path) == 3.0
 
 
 # --- available_cpus / visible_gpus ---------------------------------------------------------------------------
 
-def _fake_affinity(monkeypatch, cores):
-    monkeypatch.setattr(worker_layout.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+def _cgroup_quota(tmp_path, cores: float):
+    """A cgroup v2 root whose cpu.max allows `cores` cores."""
+    (tmp_path / "cpu.max").write_text(f"{round(cores * 100000)} 100000\n")
+    return tmp_path
 
 
-def test_available_cpus_is_capped_by_the_cgroup_quota_rounded_down(monkeypatch):
-    _fake_affinity(monkeypatch, 16)
-    monkeypatch.setattr(worker_layout, "_cgroup_cpu_limit", lambda: 2.5)
-    assert available_cpus() == 2
+def test_available_cpus_is_capped_by_the_cgroup_quota_rounded_down(tmp_path):
+    assert available_cpus(affinity=16, cgroup_root=_cgroup_quota(tmp_path, 2.5)) == 2
 
 
-def test_available_cpus_is_at_least_one_under_a_fractional_quota(monkeypatch):
-    _fake_affinity(monkeypatch, 16)
-    monkeypatch.setattr(worker_layout, "_cgroup_cpu_limit", lambda: 0.5)
-    assert available_cpus() == 1
+def test_available_cpus_is_at_least_one_under_a_fractional_quota(tmp_path):
+    assert available_cpus(affinity=16, cgroup_root=_cgroup_quota(tmp_path, 0.5)) == 1
 
 
-def test_available_cpus_uses_affinity_without_a_quota(monkeypatch):
-    _fake_affinity(monkeypatch, 6)
-    monkeypatch.setattr(worker_layout, "_cgroup_cpu_limit", lambda: None)
-    assert available_cpus() == 6
+def test_available_cpus_uses_affinity_without_a_quota(tmp_path):
+    assert cgroup_cpu_limit(tmp_path) is None
+    assert available_cpus(affinity=6, cgroup_root=tmp_path) == 6
 
 
-def test_available_cpus_ignores_a_quota_above_the_affinity(monkeypatch):
-    _fake_affinity(monkeypatch, 4)
-    monkeypatch.setattr(worker_layout, "_cgroup_cpu_limit", lambda: 32.0)
-    assert available_cpus() == 4
+def test_available_cpus_ignores_a_quota_above_the_affinity(tmp_path):
+    assert available_cpus(affinity=4, cgroup_root=_cgroup_quota(tmp_path, 32.0)) == 4
 
 
-def _fake_gpus(monkeypatch, tmp_path, count):
+def test_available_cpus_reads_this_process_affinity_when_not_given(tmp_path):
+    import os
+    assert available_cpus(cgroup_root=tmp_path) == len(os.sched_getaffinity(0))
+
+
+def _fake_gpus(tmp_path, count):
+    """A driver directory with one entry per GPU, as /proc/driver/nvidia/gpus has."""
     gpus_dir = tmp_path / "gpus"
     gpus_dir.mkdir()
     for i in range(count):
         (gpus_dir / f"0000:0{i}:00.0").mkdir()
-    monkeypatch.setattr(worker_layout, "Path", lambda _path: gpus_dir)
+    return gpus_dir
 
 
 def test_visible_gpus_counts_driver_entries(monkeypatch, tmp_path):
-    _fake_gpus(monkeypatch, tmp_path, 4)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert worker_layout.visible_gpus() == 4
+    assert visible_gpus(_fake_gpus(tmp_path, 4)) == 4
 
 
 @pytest.mark.parametrize("visible, expected", [("0,1", 2), ("2", 1), ("", 0), ("-1", 0), ("0,1,2,3,4,5", 4)])
 def test_visible_gpus_is_narrowed_by_cuda_visible_devices(monkeypatch, tmp_path, visible, expected):
-    _fake_gpus(monkeypatch, tmp_path, 4)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    assert worker_layout.visible_gpus() == expected
+    assert visible_gpus(_fake_gpus(tmp_path, 4)) == expected
 
 
-def test_visible_gpus_is_zero_without_a_driver(monkeypatch, tmp_path):
-    monkeypatch.setattr(worker_layout, "Path", lambda _path: tmp_path / "absent")
-    assert worker_layout.visible_gpus() == 0
+def test_visible_gpus_is_zero_without_a_driver(tmp_path):
+    assert visible_gpus(tmp_path / "absent") == 0

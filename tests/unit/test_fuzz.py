@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
+from http_helper import post
 from images import encode, pattern
 
-OPENAPI = json.loads((Path(__file__).resolve().parent.parent / "container/clip_sagemaker/openapi.json").read_text())
+OPENAPI = json.loads((Path(__file__).resolve().parents[2] / "container/clip_sagemaker/openapi.json").read_text())
 DOCUMENTED_200 = {route: set(paths["post"]["responses"]["200"]["content"])
                   for route, paths in OPENAPI["paths"].items() if "post" in paths}
 UNAVAILABLE_CODES = {"not_ready", "overloaded", "timeout"}
@@ -244,20 +245,16 @@ def check(response, route: str, lines_sent=None) -> None:
                 assert isinstance(answer["error"]["code"], str) and isinstance(answer["error"]["message"], str)
 
 
-def post(client, route, data: bytes, content_type, accept=None, attributes=None):
-    headers = {"Content-Type": content_type}
-    if accept is not None:
-        headers["Accept"] = accept
-    if attributes is not None:
-        headers["X-Amzn-SageMaker-Custom-Attributes"] = attributes
-    return client.post(route, data=data, headers=headers)
+def sent(app, route, data: bytes, content_type, accept=None, attributes=None):
+    """The answer to `data` on `route`, with the Accept and custom attributes headers when not None."""
+    return post(app.test_client(), route, data, content_type, Accept=accept,
+                **{"X-Amzn-SageMaker-Custom-Attributes": attributes})
 
 
 @fuzz(500)
 @given(body=bodies, accept=accepts, attributes=custom_attributes)
 def test_any_request_body_on_invocations_gets_a_clear_answer(app, body, accept, attributes):
-    response = post(app.test_client(), "/invocations", json.dumps(body).encode(), "application/json", accept,
-                    attributes)
+    response = sent(app, "/invocations", json.dumps(body).encode(), "application/json", accept, attributes)
     check(response, "/invocations")
 
 
@@ -267,7 +264,7 @@ def test_any_request_body_on_invocations_gets_a_clear_answer(app, body, accept, 
        accept=accepts, attributes=custom_attributes)
 def test_any_request_body_on_the_seed_routes_gets_a_clear_answer(app, route_and_body, accept, attributes):
     route, body = route_and_body
-    check(post(app.test_client(), route, json.dumps(body).encode(), "application/json", accept, attributes), route)
+    check(sent(app, route, json.dumps(body).encode(), "application/json", accept, attributes), route)
 
 
 @fuzz(300)
@@ -276,7 +273,7 @@ def test_any_request_body_on_the_seed_routes_gets_a_clear_answer(app, route_and_
        data=raw_bytes, route=st.sampled_from(["/invocations"] * 3 + SEED_ROUTES))
 def test_any_bytes_under_every_content_type_get_a_clear_answer(app, content_type, data, route):
     records = content_type in ("application/jsonlines", "text/csv") and route == "/invocations"
-    check(post(app.test_client(), route, data, content_type), route, expected_lines(data) if records else None)
+    check(sent(app, route, data, content_type), route, expected_lines(data) if records else None)
 
 
 @fuzz(150)
@@ -286,7 +283,7 @@ def test_any_bytes_under_every_content_type_get_a_clear_answer(app, content_type
        trailing_newline=st.booleans(), accept=accepts, attributes=custom_attributes)
 def test_json_lines_get_one_answer_per_line(app, lines, trailing_newline, accept, attributes):
     data = b"\n".join(lines) + (b"\n" if trailing_newline else b"")
-    response = post(app.test_client(), "/invocations", data, "application/jsonlines", accept, attributes)
+    response = sent(app, "/invocations", data, "application/jsonlines", accept, attributes)
     check(response, "/invocations", expected_lines(data))
 
 
@@ -296,5 +293,4 @@ def test_json_lines_get_one_answer_per_line(app, lines, trailing_newline, accept
        accept=accepts, attributes=custom_attributes)
 def test_csv_gets_one_answer_per_line(app, lines, accept, attributes):
     data = "\n".join(line.replace("\n", " ") for line in lines).encode()
-    check(post(app.test_client(), "/invocations", data, "text/csv", accept, attributes), "/invocations",
-          expected_lines(data))
+    check(sent(app, "/invocations", data, "text/csv", accept, attributes), "/invocations", expected_lines(data))

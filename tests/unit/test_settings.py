@@ -211,7 +211,7 @@ def test_the_docs_configuration_table_lists_exactly_the_declared_variables():
     from pathlib import Path
     from clip_sagemaker.settings import ENVIRONMENT
 
-    page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
     section = page.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
     documented = [name for row in section.splitlines() if row.startswith("| `")
                   for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])]

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from http_helper import post
 from images import b64, data_uri, pattern
 
 from clip_sagemaker.payload_limits import body_limit, execution_parameters
@@ -20,7 +21,8 @@ def jsonl(*records) -> bytes:
 
 
 def post_lines(client, body: bytes, content_type="application/jsonlines", **headers):
-    response = client.post("/invocations", data=body, content_type=content_type, headers=headers)
+    """The answer lines, parsed, to a POST /invocations that must succeed."""
+    response = post(client, "/invocations", body, content_type, **headers)
     assert response.status_code == 200, response.get_data(as_text=True)
     return [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
 

@@ -1,8 +1,9 @@
 """Overload and faults: every request gets a clear answer, nothing is lost, nobody gets another's answer.
 
 The real ./serve on 127.0.0.1 under a mixed load of good and bad requests, under a burst that overfills its
-queue, and with its worker killed; then, with the Flask test client, what /ping says while the model is
-stuck and what a request whose deadline passes gets. Every loop here is bounded in count and in time.
+queue, and with its worker killed. (What /ping says while the model is stuck, and what a request whose
+deadline passes gets, are unit tests: tests/unit/test_deadlines.py.) Every loop here is bounded in count
+and in time.
 """
 from __future__ import annotations
 
@@ -19,10 +20,9 @@ import numpy as np
 import pytest
 import requests
 
+from http_helper import get, post
 from images import b64, pattern
 from server import Server
-
-pytestmark = pytest.mark.integration
 
 TEXTS = [f"a photo of thing number {i}" for i in range(40)]
 IMAGES = [pattern(seed) for seed in range(100, 116)]
@@ -40,14 +40,8 @@ def expected(reference):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    srv = Server({"MODEL_DIR": str(tiny_model_dir), "SERVER_THREADS": "16"},
-                 tmp_path_factory.mktemp("resilience") / "serve.log")
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        assert srv.stop() == 0, srv.log()[-5000:]
+def server(serve_module, tiny_model_dir):
+    return serve_module({"MODEL_DIR": str(tiny_model_dir), "SERVER_THREADS": "16"})
 
 
 def close(got, want) -> None:
@@ -200,14 +194,9 @@ def test_a_mixed_load_of_good_and_bad_requests_gets_every_answer_right(server, e
 # ---- overload -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_queue_server(tiny_model_dir, tmp_path_factory):
-    srv = Server({"MODEL_DIR": str(tiny_model_dir), "MAX_QUEUE": "1", "MAX_BATCH_SIZE": "1",
-                  "SERVER_THREADS": "32"}, tmp_path_factory.mktemp("overload") / "serve.log")
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        assert srv.stop() == 0, srv.log()[-5000:]
+def tiny_queue_server(serve_module, tiny_model_dir):
+    return serve_module({"MODEL_DIR": str(tiny_model_dir), "MAX_QUEUE": "1", "MAX_BATCH_SIZE": "1",
+                         "SERVER_THREADS": "32"})
 
 
 def test_a_burst_past_the_queue_is_refused_at_once_and_nothing_is_lost(tiny_queue_server, reference):
@@ -223,7 +212,7 @@ def test_a_burst_past_the_queue_is_refused_at_once_and_nothing_is_lost(tiny_queu
     def one(texts):
         barrier.wait()
         started = time.monotonic()
-        response = requests.post(f"{server.url}/invocations", json={"task": "embed", "texts": texts}, timeout=60)
+        response = post(server, "/invocations", {"task": "embed", "texts": texts}, timeout=60)
         return texts, response, time.monotonic() - started
 
     with concurrent.futures.ThreadPoolExecutor(burst) as pool:
@@ -248,11 +237,10 @@ def test_a_burst_past_the_queue_is_refused_at_once_and_nothing_is_lost(tiny_queu
     print(f"burst of {burst}: {len(served)} served, {len(refused)} refused")
 
     # Afterwards the server answers normally.
-    response = requests.post(f"{server.url}/invocations", json={"task": "embed", "texts": ["after the burst"]},
-                             timeout=30)
+    response = post(server, "/invocations", {"task": "embed", "texts": ["after the burst"]})
     assert response.status_code == 200
     close(response.json()["text_embeddings"], reference.texts(["after the burst"]))
-    assert requests.get(f"{server.url}/ping", timeout=5).status_code == 200
+    assert get(server, "/ping", timeout=5).status_code == 200
 
 
 # ---- a killed worker ------------------------------------------------------------------------------------
@@ -328,111 +316,3 @@ def test_a_killed_worker_is_replaced_and_the_server_recovers_by_itself(server, e
     # Requests in flight at the kill may fail to connect; any answer that did come was right, or "not ready".
     assert all(o == "ok" or o == "503 not_ready" or o.startswith("connection:") for o in during), during
     assert after and set(after) == {"ok"}, after
-
-
-# ---- health means "can answer"; deadlines ------------------------------------------------------------------
-
-def _post(client, body):
-    return client.post("/invocations", data=json.dumps(body), content_type="application/json")
-
-
-def _blocking_engine(engine, settings, monkeypatch, **changes):
-    """An engine over the tiny model whose forward passes wait for the returned Event; also returns the
-    number of rows each forward pass got."""
-    from clip_sagemaker.engine import Engine
-
-    gate = threading.Event()
-    calls: list[int] = []
-    blocked = Engine(engine.model, settings.replace(**changes))
-    real = blocked.loop._encode
-
-    def encode(modality, rows):
-        calls.append(len(rows))
-        if not gate.wait(30):
-            raise RuntimeError("the test never released the model")
-        return real(modality, rows)
-
-    monkeypatch.setattr(blocked.loop, "_encode", encode)
-    return blocked, gate, calls
-
-
-def _wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def test_ping_is_503_while_the_model_is_stuck_past_the_timeout_and_200_again_after(
-        settings, engine, reference, monkeypatch):
-    from clip_sagemaker.app import create_app
-    from clip_sagemaker.readiness import EngineSlot
-
-    stuck, gate, calls = _blocking_engine(engine, settings, monkeypatch, timeout_s=0.5, max_queue=1)
-    app = create_app(settings.replace(timeout_s=0.5), EngineSlot(stuck))
-    client = app.test_client()
-    try:
-        assert client.get("/ping").status_code == 200
-
-        answered = {}
-        first = threading.Thread(target=lambda: answered.update(
-            response=_post(app.test_client(), {"task": "embed", "texts": ["stuck in the model"]})))
-        started = time.monotonic()
-        first.start()
-        first.join(timeout=10)
-        assert error_code_of(answered["response"], 503) == "timeout"
-        assert 0.4 < time.monotonic() - started < 5  # at its deadline, not when the model comes back
-
-        assert _wait_for(lambda: client.get("/ping").status_code == 503, 3)
-        assert client.get("/").status_code == 503  # seed 000's health check says the same
-        # The next request waits in the queue behind the stuck batch, and gets its own timeout.
-        assert error_code_of(_post(client, {"task": "embed", "texts": ["waits behind it"]}), 503) == "timeout"
-        assert client.get("/ping").status_code == 503
-
-        gate.set()
-        assert _wait_for(lambda: client.get("/ping").status_code == 200, 5)
-        # The loop skips the timed-out request's job, which frees its queue slot (MAX_QUEUE=1 here) ...
-        assert _wait_for(lambda: stuck.loop._queue.qsize() == 0, 5)
-        # ... so a later request is answered, and right.
-        response = _post(client, {"task": "embed", "texts": ["a photo of a cat"]})
-        assert response.status_code == 200, response.get_data(as_text=True)
-        close(response.get_json()["text_embeddings"], reference.texts(["a photo of a cat"]))
-        assert calls == [1, 1]  # the stuck text, then the cat: the one that timed out in the queue never ran
-    finally:
-        gate.set()
-        stuck.stop()
-
-
-def error_code_of(response, status: int) -> str:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.content_type == "application/json"
-    return response.get_json()["error"]["code"]
-
-
-def test_a_request_whose_deadline_passes_while_waiting_is_cancelled_and_never_encoded(
-        settings, engine, monkeypatch):
-    from clip_sagemaker.app import create_app
-    from clip_sagemaker.readiness import EngineSlot
-
-    blocked, gate, calls = _blocking_engine(engine, settings, monkeypatch, timeout_s=30)
-    try:
-        # Our own job occupies the model, so that the request's job can only wait in the queue.
-        occupying = blocked.loop.submit("text", list(engine.model.tokenize(["occupying the model"])))
-        assert _wait_for(lambda: calls == [1], 5)
-        client = create_app(settings.replace(timeout_s=0.001), EngineSlot(blocked)).test_client()
-        started = time.monotonic()
-        response = _post(client, {"task": "embed", "texts": ["this text is never encoded"]})
-        assert error_code_of(response, 503) == "timeout"
-        assert "SAGEMAKER_MODEL_SERVER_TIMEOUT" in response.get_json()["error"]["message"]
-        assert time.monotonic() - started < 2
-
-        gate.set()
-        occupying[0].result(timeout=10)
-        # A job queued after the cancelled one: once it is done, the loop has gone past the cancelled job.
-        blocked.loop.submit("text", list(engine.model.tokenize(["after it"])))[0].result(timeout=10)
-        assert calls == [1, 1]  # the occupying job and the one after it; the timed-out request's never ran
-    finally:
-        gate.set()
-        blocked.stop()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from clip_sagemaker.precision import PrecisionError, choose_precision, cpu_has_usable_amx
+from http_helper import post
 from images import b64, pattern
 from reference import cosine
 
@@ -74,15 +75,16 @@ def bf16_client(settings, bf16_engine):
     return create_app(settings.replace(precision="bf16"), EngineSlot(bf16_engine)).test_client()
 
 
-def _post(client, body):
-    response = client.post("/invocations", json=body)
+def _answer(client, body):
+    """The JSON answer to a POST /invocations that must succeed."""
+    response = post(client, "/invocations", body)
     assert response.status_code == 200, response.get_json()
     return response.get_json()
 
 
 @needs_amx
 def test_bf16_embeddings_of_both_towers_agree_with_fp32_open_clip(bf16_client, reference):
-    body = _post(bf16_client, {"task": "embed", "texts": TEXTS, "images": [b64(i) for i in IMAGES]})
+    body = _answer(bf16_client, {"task": "embed", "texts": TEXTS, "images": [b64(i) for i in IMAGES]})
     assert cosine(body["text_embeddings"], reference.texts(TEXTS)).min() >= MIN_COSINE
     assert cosine(body["image_embeddings"], reference.images(IMAGES)).min() >= MIN_COSINE
     assert bf16_client.get("/info").get_json()["precision"] == "bf16"
@@ -104,11 +106,11 @@ def test_bf16_trimmed_and_padded_text_paths_agree(tiny_model_dir):
 @needs_amx
 def test_bf16_rank_and_classify_agree_with_fp32_open_clip(bf16_client, reference):
     images = [b64(i) for i in IMAGES[:3]]
-    ranked = _post(bf16_client, {"task": "rank", "queries": [{"image": i} for i in images],
+    ranked = _answer(bf16_client, {"task": "rank", "queries": [{"image": i} for i in images],
                                  "candidates": [{"text": t} for t in TEXTS]})
     expected_cosine, _ = reference.rank(reference.images(IMAGES[:3]), reference.texts(TEXTS))
     np.testing.assert_allclose(ranked["cosine_similarities"], expected_cosine, atol=5e-3)
-    answers = _post(bf16_client, {"images": images, "classes": [[label, i] for i, label in enumerate(LABELS)]})
+    answers = _answer(bf16_client, {"images": images, "classes": [[label, i] for i, label in enumerate(LABELS)]})
     expected = reference.classify_probabilities(IMAGES[:3], LABELS)
     for answer, row in zip(answers, expected):
         indices, _, probabilities = answer["prompts"]
@@ -117,9 +119,9 @@ def test_bf16_rank_and_classify_agree_with_fp32_open_clip(bf16_client, reference
 
 @needs_amx
 def test_bf16_text_cache_serves_the_vectors_it_computed(bf16_client, bf16_engine):
-    first = _post(bf16_client, {"task": "embed", "texts": TEXTS})["text_embeddings"]
+    first = _answer(bf16_client, {"task": "embed", "texts": TEXTS})["text_embeddings"]
     hits = bf16_engine.text_cache.hits
-    again = _post(bf16_client, {"task": "embed", "texts": TEXTS})["text_embeddings"]
+    again = _answer(bf16_client, {"task": "embed", "texts": TEXTS})["text_embeddings"]
     assert bf16_engine.text_cache.hits - hits == len(TEXTS)
     np.testing.assert_array_equal(first, again)
 
@@ -141,52 +143,3 @@ def test_bf16_batch_split_after_out_of_memory_gives_the_same_vectors(bf16_engine
     monkeypatch.setattr(model, "_forward", tight_memory)
     split = bf16_engine.for_request(time.monotonic() + 30).encode_rows(IMAGE, rows)
     assert cosine(split, whole).min() >= 0.999
-
-
-# ---- the real ./serve and the full-size model -----------------------------------------------------------
-
-@pytest.mark.integration
-def test_fp16_on_a_cpu_stops_serve_at_start_up_with_a_clear_message(tiny_model_dir, tmp_path):
-    from server import Server
-    srv = Server({"MODEL_DIR": str(tiny_model_dir), "PRECISION": "fp16", "DEVICE": "cpu"}, tmp_path / "serve.log")
-    try:
-        assert srv.wait_exit() == 2
-        assert "serve: cannot start: PRECISION=fp16 cannot run on a CPU" in srv.log()
-    finally:
-        srv.stop()
-
-
-@pytest.mark.integration
-def test_serve_picks_the_precision_for_this_cpu_and_says_why(tiny_model_dir, tmp_path):
-    import requests
-    from server import Server
-    srv = Server({"MODEL_DIR": str(tiny_model_dir), "PRECISION": ""}, tmp_path / "serve.log")
-    try:
-        srv.wait_ready()
-        info = requests.get(f"{srv.url}/info", timeout=10).json()
-        expected = ("bf16", "the default on a CPU with AMX") if AMX else ("fp32", "the default on a CPU without AMX")
-        assert (info["precision"], info["precision_reason"]) == expected
-        assert f"({expected[0]}: {expected[1]})" in srv.log()
-    finally:
-        assert srv.stop() == 0
-
-
-@pytest.mark.integration
-@needs_amx
-def test_full_size_vit_b_32_at_bf16_agrees_with_fp32_open_clip(tmp_path_factory):
-    from clip_sagemaker.model import load_model
-    from clip_sagemaker.model_files import build_model_dir
-    from clip_sagemaker.modality import IMAGE, TEXT
-    from clip_sagemaker.model_source import resolve_model_source
-    from clip_sagemaker.settings import Settings
-    from reference import Reference
-
-    directory = build_model_dir(tmp_path_factory.mktemp("vit-b-32") / "model", "ViT-B-32", seed=0)
-    model = load_model(resolve_model_source(Settings(model_dir=str(directory), model_dir_explicit=True)),
-                       precision="bf16")
-    reference = Reference(f"local-dir:{directory}")
-    images = [pattern(seed, size=(320, 240)) for seed in range(8)]
-    served_images = model.encode(IMAGE, [model.prepare_image(i) for i in images])
-    served_texts = model.encode(TEXT, list(model.tokenize(TEXTS)))
-    assert cosine(served_images, reference.images(images, normalize=False)).min() >= MIN_COSINE
-    assert cosine(served_texts, reference.texts(TEXTS, normalize=False)).min() >= MIN_COSINE

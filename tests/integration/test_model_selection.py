@@ -5,11 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
-import requests
 
-from server import Server
-
-pytestmark = pytest.mark.integration
+from http_helper import get, post
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -26,34 +23,27 @@ def hub_cache(root, repo: str, model_dir):
     return root
 
 
-def test_clip_model_hf_hub_id_loads_offline_from_the_cache(tiny_model_dir, reference, tmp_path):
+def test_clip_model_hf_hub_id_loads_offline_from_the_cache(serve, tiny_model_dir, reference, tmp_path):
     from clip_sagemaker.model_source import resolve_model_source
     from clip_sagemaker.settings import Settings
     if resolve_model_source(Settings()).name.startswith("local-dir:"):
         pytest.skip("this machine has a model in /opt/ml/model, which would take precedence")
     cache = hub_cache(tmp_path / "hub", "test-org/tiny-clip", tiny_model_dir)
-    srv = Server({"CLIP_MODEL": "hf-hub:test-org/tiny-clip", "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
-                  "MODEL_ID": "tiny-from-the-hub"}, tmp_path / "serve.log")
-    try:
-        srv.wait_ready()
-        info = requests.get(f"{srv.url}/info", timeout=10).json()
-        assert info["model"] == "tiny-from-the-hub" and "test-org/tiny-clip" in info["source"]
-        answer = requests.post(f"{srv.url}/embeddings", json={"text": "red sofa"}, timeout=30).json()
-        assert answer["model"] == "tiny-from-the-hub"
-        np.testing.assert_allclose(answer["embeddings"], reference.texts(["red sofa"], normalize=False), atol=1e-4)
-    finally:
-        assert srv.stop() == 0, srv.log()
+    srv = serve({"CLIP_MODEL": "hf-hub:test-org/tiny-clip", "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+                 "MODEL_ID": "tiny-from-the-hub"})
+    info = get(srv, "/info").json()
+    assert info["model"] == "tiny-from-the-hub" and "test-org/tiny-clip" in info["source"]
+    answer = post(srv, "/embeddings", {"text": "red sofa"}).json()
+    assert answer["model"] == "tiny-from-the-hub"
+    np.testing.assert_allclose(answer["embeddings"], reference.texts(["red sofa"], normalize=False), atol=1e-4)
 
 
-def test_clip_model_hf_hub_id_missing_from_the_cache_stops_serve(tmp_path):
+def test_clip_model_hf_hub_id_missing_from_the_cache_stops_serve(serve, tmp_path):
     from clip_sagemaker.model_source import resolve_model_source
     from clip_sagemaker.settings import Settings
     if resolve_model_source(Settings()).name.startswith("local-dir:"):
         pytest.skip("this machine has a model in /opt/ml/model, which would take precedence")
-    srv = Server({"CLIP_MODEL": "hf-hub:test-org/not-there", "HF_HUB_CACHE": str(tmp_path / "empty"),
-                  "HF_HUB_OFFLINE": "1"}, tmp_path / "serve.log")
-    try:
-        assert srv.wait_exit() != 0
-        assert "FATAL" in srv.log() and "test-org/not-there" in srv.log()
-    finally:
-        srv.stop()
+    srv = serve({"CLIP_MODEL": "hf-hub:test-org/not-there", "HF_HUB_CACHE": str(tmp_path / "empty"),
+                 "HF_HUB_OFFLINE": "1"}, wait_ready=False)
+    assert srv.wait_exit() != 0
+    assert "FATAL" in srv.log() and "test-org/not-there" in srv.log()

@@ -12,12 +12,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import requests
 
+from http_helper import post
 from images import b64, encode, pattern
-from server import Server
-
-pytestmark = pytest.mark.integration
 
 IMAGES = [pattern(seed) for seed in range(40, 43)]
 TEXTS = ["a photo of a cat", "two dogs playing", "un café crème"]  # one non-ASCII: bodies go as UTF-8
@@ -34,13 +31,8 @@ def sdk(sagemaker_sdk_env):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    srv = Server({"MODEL_DIR": str(tiny_model_dir)}, tmp_path_factory.mktemp("serve-sdk") / "serve.log")
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        assert srv.stop() == 0, srv.log()
+def server(serve_module, tiny_model_dir):
+    return serve_module({"MODEL_DIR": str(tiny_model_dir)})
 
 
 def round_trip(sdk, server, serializer, deserializer, data, expect_status=200):
@@ -48,9 +40,7 @@ def round_trip(sdk, server, serializer, deserializer, data, expect_status=200):
     body = serializer.serialize(data)
     if isinstance(body, str):  # boto3 sends a str Body as UTF-8 (requests would send latin-1)
         body = body.encode("utf-8")
-    response = requests.post(f"{server.url}/invocations", data=body, timeout=30,
-                             headers={"Content-Type": serializer.CONTENT_TYPE,
-                                      "Accept": deserializer.ACCEPT[0]})
+    response = post(server, "/invocations", body, serializer.CONTENT_TYPE, Accept=deserializer.ACCEPT[0])
     assert response.status_code == expect_status, response.text
     content = response.content
     stream = sdk.StreamingBody(io.BytesIO(content), len(content))

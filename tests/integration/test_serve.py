@@ -1,6 +1,7 @@
 """Integration: the real ./serve (gunicorn, worker, model loop) on a loopback port, checked against open_clip."""
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -8,12 +9,10 @@ import time
 
 import numpy as np
 import pytest
-import requests
 
+from http_helper import post
 from images import b64, pattern
-from server import Server
-
-pytestmark = pytest.mark.integration
+from server import REPO
 
 IMAGES = [pattern(seed) for seed in range(10, 13)]
 TEXTS = ["a photo of a cat", "a diagram", "two dogs playing"]
@@ -21,16 +20,13 @@ LABELS = ["cat", "dog", "red square", "car", "tree", "a bowl of soup"]
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    srv = Server({"MODEL_DIR": str(tiny_model_dir)}, tmp_path_factory.mktemp("serve") / "serve.log")
-    statuses = srv.wait_ready()
-    srv.statuses_before_ready = statuses
-    yield srv
-    assert srv.stop() == 0, srv.log()
+def server(serve_module, tiny_model_dir):
+    return serve_module({"MODEL_DIR": str(tiny_model_dir)})
 
 
 def invoke(server, body):
-    response = requests.post(f"{server.url}/invocations", json=body, timeout=30)
+    """POST /invocations with a JSON body; every answer of the real server is JSON."""
+    response = post(server, "/invocations", body)
     assert response.headers["Content-Type"].startswith("application/json")
     return response
 
@@ -92,57 +88,46 @@ def test_concurrent_requests_each_get_their_own_rows(server, reference):
 
 
 def test_client_errors_are_json_4xx_from_the_real_server(server):
-    response = requests.post(f"{server.url}/invocations", data=b"{not json", timeout=10,
-                             headers={"Content-Type": "application/json"})
+    response = post(server, "/invocations", b"{not json", timeout=10)
     assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_json"
     response = invoke(server, {"task": "embed", "images": [b64(IMAGES[0]), "AAAA"]})
     assert response.status_code == 400 and response.json()["error"]["field"] == "images[1]"
 
 
-def test_sigterm_lets_an_in_flight_request_finish(tiny_model_dir, tmp_path):
-    srv = Server({"MODEL_DIR": str(tiny_model_dir)}, tmp_path / "serve.log")
-    try:
-        srv.wait_ready()
-        body = ('{"task": "embed", "texts": ["a photo of a cat"]}').encode()
-        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
-            head = (f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-            sock.sendall(head + body[:10])  # the request is now in flight, its body half sent
-            time.sleep(0.5)
-            srv.terminate()
-            time.sleep(1.0)
-            sock.sendall(body[10:])
-            answer = b""
-            while chunk := sock.recv(65536):
-                answer += chunk
-        assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
-        assert b'"text_embeddings"' in answer
-        assert srv.wait_exit() == 0
-    finally:
-        srv.stop()
+def test_sigterm_lets_an_in_flight_request_finish(serve, tiny_model_dir):
+    srv = serve({"MODEL_DIR": str(tiny_model_dir)})
+    body = ('{"task": "embed", "texts": ["a photo of a cat"]}').encode()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        head = (f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        sock.sendall(head + body[:10])  # the request is now in flight, its body half sent
+        time.sleep(0.5)
+        srv.terminate()
+        time.sleep(1.0)
+        sock.sendall(body[10:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert b'"text_embeddings"' in answer
+    assert srv.wait_exit() == 0
 
 
-def test_explicit_model_dir_without_a_model_stops_serve_with_a_clear_message(tmp_path):
-    srv = Server({"MODEL_DIR": str(tmp_path / "missing")}, tmp_path / "serve.log")
-    try:
-        assert srv.wait_exit() != 0
-        assert f"MODEL_DIR={tmp_path / 'missing'} does not hold an open_clip model" in srv.log()
-    finally:
-        srv.stop()
+def test_explicit_model_dir_without_a_model_stops_serve_with_a_clear_message(serve, tmp_path):
+    srv = serve({"MODEL_DIR": str(tmp_path / "missing")}, wait_ready=False)
+    assert srv.wait_exit() != 0
+    assert f"MODEL_DIR={tmp_path / 'missing'} does not hold an open_clip model" in srv.log()
 
 
-def test_corrupt_weights_stop_serve_instead_of_serving_random_weights(tiny_model_dir, tmp_path):
+def test_corrupt_weights_stop_serve_instead_of_serving_random_weights(serve, tiny_model_dir, tmp_path):
     broken = tmp_path / "model"
     shutil.copytree(tiny_model_dir, broken)
     (broken / "open_clip_model.safetensors").write_bytes(b"\x00" * 1000)
-    srv = Server({"MODEL_DIR": str(broken)}, tmp_path / "serve.log")
-    try:
-        assert srv.wait_exit() != 0
-        log = srv.log()
-        assert "FATAL: the model could not be loaded" in log and str(broken) in log
-        assert "model ready" not in log
-    finally:
-        srv.stop()
+    srv = serve({"MODEL_DIR": str(broken)}, wait_ready=False)
+    assert srv.wait_exit() != 0
+    log = srv.log()
+    assert "FATAL: the model could not be loaded" in log and str(broken) in log
+    assert "model ready" not in log
 
 
 def _without_default_model_dir():
@@ -155,26 +140,19 @@ def _without_default_model_dir():
         pytest.skip("this machine has a broken model in /opt/ml/model")
 
 
-def test_unknown_architecture_stops_serve_naming_it(tmp_path):
+def test_unknown_architecture_stops_serve_naming_it(serve):
     _without_default_model_dir()
-    srv = Server({"MODEL_NAME": "ViT-Nope-99", "MODEL_PRETRAINED": "none"}, tmp_path / "serve.log")
-    try:
-        assert srv.wait_exit() != 0
-        assert "FATAL" in srv.log() and "ViT-Nope-99" in srv.log()
-    finally:
-        srv.stop()
+    srv = serve({"MODEL_NAME": "ViT-Nope-99", "MODEL_PRETRAINED": "none"}, wait_ready=False)
+    assert srv.wait_exit() != 0
+    assert "FATAL" in srv.log() and "ViT-Nope-99" in srv.log()
 
 
-def test_random_weights_are_served_only_when_asked_and_said_loudly(tmp_path):
+def test_random_weights_are_served_only_when_asked_and_said_loudly(serve):
     _without_default_model_dir()
-    srv = Server({"MODEL_NAME": "ViT-B-32", "MODEL_PRETRAINED": "none"}, tmp_path / "serve.log")
-    try:
-        srv.wait_ready()
-        assert "SERVING RANDOM WEIGHTS" in srv.log()
-        body = invoke(srv, {"task": "embed", "texts": ["a cat"]}).json()
-        assert body["dim"] == 512 and len(body["text_embeddings"][0]) == 512
-    finally:
-        assert srv.stop() == 0
+    srv = serve({"MODEL_NAME": "ViT-B-32", "MODEL_PRETRAINED": "none"})
+    assert "SERVING RANDOM WEIGHTS" in srv.log()
+    body = invoke(srv, {"task": "embed", "texts": ["a cat"]}).json()
+    assert body["dim"] == 512 and len(body["text_embeddings"][0]) == 512
 
 
 def _maps_torch(pid: int) -> bool:
@@ -191,14 +169,7 @@ def test_the_master_never_loads_torch_so_workers_fork_without_its_thread_pools(s
     assert all(_maps_torch(w) for w in workers)
 
 
-def test_a_relative_model_dir_means_what_it_meant_where_serve_was_started(tiny_model_dir, tmp_path, reference):
-    import os
-    from server import REPO
-
-    srv = Server({"MODEL_DIR": os.path.relpath(tiny_model_dir, REPO)}, tmp_path / "serve.log")
-    try:
-        srv.wait_ready()
-        body = invoke(srv, {"task": "embed", "texts": ["a red car"]}).json()
-        np.testing.assert_allclose(body["text_embeddings"], reference.texts(["a red car"]), atol=1e-4)
-    finally:
-        assert srv.stop() == 0, srv.log()
+def test_a_relative_model_dir_means_what_it_meant_where_serve_was_started(serve, tiny_model_dir, reference):
+    srv = serve({"MODEL_DIR": os.path.relpath(tiny_model_dir, REPO)})
+    body = invoke(srv, {"task": "embed", "texts": ["a red car"]}).json()
+    np.testing.assert_allclose(body["text_embeddings"], reference.texts(["a red car"]), atol=1e-4)

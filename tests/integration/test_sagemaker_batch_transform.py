@@ -38,13 +38,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import requests
 from PIL import Image
 
+from http_helper import post
 from images import b64, pattern
-from server import Server
-
-pytestmark = pytest.mark.integration
 
 ANNOUNCED_PAYLOAD_MB = 1
 JOB_TIMEOUT_S = 60
@@ -126,15 +123,9 @@ def inputs(tmp_path_factory):
 # ---- the server, the SDK, and a guard that keeps every connection on loopback ------------------------------
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    srv = Server({"MODEL_DIR": str(tiny_model_dir), "SAGEMAKER_BATCH": "true",
-                  "BATCH_MAX_PAYLOAD_MB": str(ANNOUNCED_PAYLOAD_MB)},
-                 tmp_path_factory.mktemp("serve-transform") / "serve.log")
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        assert srv.stop() == 0, srv.log()
+def server(serve_module, tiny_model_dir):
+    return serve_module({"MODEL_DIR": str(tiny_model_dir), "SAGEMAKER_BATCH": "true",
+                         "BATCH_MAX_PAYLOAD_MB": str(ANNOUNCED_PAYLOAD_MB)})
 
 
 class _LoopbackGuard:
@@ -450,8 +441,7 @@ def test_single_record_transform_job_lines_up_with_its_input(sdk, server, inputs
 
 def test_server_answers_an_empty_json_lines_body_with_an_empty_200(server):
     """What the SDK's empty MultiRecord request gets: zero lines in, zero lines out."""
-    response = requests.post(f"{server.url}/invocations", data=b"", timeout=10,
-                             headers={"Content-Type": JSONLINES, "Accept": JSONLINES})
+    response = post(server, "/invocations", b"", JSONLINES, Accept=JSONLINES, timeout=10)
     assert response.status_code == 200
     assert response.content == b""
     assert response.headers["Content-Type"].startswith(JSONLINES)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from http_helper import post
 from images import encode, pattern
 
 IMAGE = pattern(40, size=(96, 64))  # JPEGs of it decode in draft mode at 48x32 (>= the model's 32)
@@ -38,15 +39,6 @@ def hostile(settings, engine):
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def post_json(client, body, **headers):
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return client.post("/invocations", data=data, headers={"Content-Type": "application/json", **headers})
-
-
-def post_raw(client, data: bytes, content_type: str = "application/octet-stream"):
-    return client.post("/invocations", data=data, headers={"Content-Type": content_type})
 
 
 def error_of(response, status: int) -> dict:
@@ -134,26 +126,27 @@ def _expected(reference, case: str) -> np.ndarray:
 @pytest.mark.parametrize("case", sorted(DECODABLE))
 def test_every_supported_format_decodes_to_open_clips_embedding_as_base64(hostile, reference, case):
     data, _ = DECODABLE[case]
-    response = post_json(hostile, {"task": "embed", "images": [b64(data)]})
+    response = post(hostile, "/invocations", {"task": "embed", "images": [b64(data)]})
     np.testing.assert_allclose(embedding_of(response), _expected(reference, case), atol=1e-4)
 
 
 @pytest.mark.parametrize("case", sorted(DECODABLE))
 def test_every_supported_format_decodes_to_open_clips_embedding_as_a_raw_body(hostile, reference, case):
     data, _ = DECODABLE[case]
-    np.testing.assert_allclose(embedding_of(post_raw(hostile, data)), _expected(reference, case), atol=1e-4)
+    response = post(hostile, "/invocations", data, "application/octet-stream")
+    np.testing.assert_allclose(embedding_of(response), _expected(reference, case), atol=1e-4)
 
 
 def test_exif_orientation_is_applied_not_ignored(hostile, reference):
     data, _ = DECODABLE["jpeg_exif_orientation_6"]
-    got = embedding_of(post_raw(hostile, data, "image/jpeg"))
+    got = embedding_of(post(hostile, "/invocations", data, "image/jpeg"))
     as_stored = reference.images([data], draft_size=DRAFT)[0]
     assert np.abs(got - as_stored).max() > 1e-3  # the rotation changed the embedding, and the server applied it
 
 
 def test_an_animated_gif_is_embedded_by_its_first_frame(hostile, reference):
     data, _ = DECODABLE["gif_animated"]
-    got = embedding_of(post_raw(hostile, data, "image/gif"))
+    got = embedding_of(post(hostile, "/invocations", data, "image/gif"))
     frames = Image.open(io.BytesIO(data))
     assert frames.n_frames == 2
     first = reference.images([frames.convert("RGB")])[0]
@@ -217,7 +210,7 @@ def _as_json_value(value) -> str:
 @pytest.mark.parametrize("case", sorted(FAILING))
 def test_undecodable_images_fail_cleanly_naming_the_item(hostile, case):
     value, status, code, _ = FAILING[case]
-    response = post_json(hostile, {"task": "embed", "images": [b64(PNG), _as_json_value(value)]})
+    response = post(hostile, "/invocations", {"task": "embed", "images": [b64(PNG), _as_json_value(value)]})
     error = error_of(response, status)
     assert (error["code"], error["field"]) == (code, "images[1]")
     assert error["message"].startswith("images[1]: ")
@@ -227,22 +220,23 @@ def test_undecodable_images_fail_cleanly_naming_the_item(hostile, case):
 def test_undecodable_raw_bodies_fail_cleanly_naming_the_body(hostile, case):
     value, status, _, code = FAILING[case]
     data = value if isinstance(value, bytes) else value.encode()
-    error = error_of(post_raw(hostile, data, "image/png"), status)
+    error = error_of(post(hostile, "/invocations", data, "image/png"), status)
     assert (error["code"], error["field"]) == (code, "body")
 
 
 @pytest.mark.parametrize("case", sorted(FAILING))
 def test_a_bad_image_in_a_seed003_request_names_its_index(hostile, case):
     value, status, code, _ = FAILING[case]
-    response = post_json(hostile, {"images": [b64(JPEG), b64(PNG), _as_json_value(value)], "classes": ["cat", "dog"]})
+    response = post(hostile, "/invocations", {"images": [b64(JPEG), b64(PNG), _as_json_value(value)],
+                                              "classes": ["cat", "dog"]})
     assert error_of(response, status)["field"] == "images[2]"
 
 
 def test_a_decompression_bomb_is_refused_from_its_header_at_once(hostile):
     bomb = FAILING["png_decompression_bomb"][0]
     assert len(bomb) < 200_000  # tiny on disk; 900 million pixels (2.7 GB as RGB) if decoded
-    for send in (lambda: post_raw(hostile, bomb, "image/png"),
-                 lambda: post_json(hostile, {"task": "embed", "images": [b64(bomb)]})):
+    for send in (lambda: post(hostile, "/invocations", bomb, "image/png"),
+                 lambda: post(hostile, "/invocations", {"task": "embed", "images": [b64(bomb)]})):
         started = time.monotonic()
         error = error_of(send(), 413)
         assert time.monotonic() - started < 2.0  # decoding it would take many seconds
@@ -255,13 +249,13 @@ def test_a_decompression_bomb_is_refused_from_its_header_at_once(hostile):
     base64.encodebytes(bytes(MAX_IMAGE_BYTES + 3)).decode(),  # MIME line breaks do not count
 ], ids=["base64", "data_uri", "base64_with_newlines"])
 def test_base64_over_max_image_mb_is_413_before_decoding(hostile, value):
-    error = error_of(post_json(hostile, {"task": "embed", "texts": ["a cat"], "images": [value]}), 413)
+    error = error_of(post(hostile, "/invocations", {"task": "embed", "texts": ["a cat"], "images": [value]}), 413)
     assert (error["code"], error["field"]) == ("image_too_large", "images[0]")
     assert "MAX_IMAGE_MB" in error["message"]
 
 
 def test_a_raw_body_over_max_body_mb_is_413_naming_the_setting(hostile):
-    error = error_of(post_raw(hostile, b"\x89PNG" + bytes(6 * 1024 * 1024), "image/png"), 413)
+    error = error_of(post(hostile, "/invocations", b"\x89PNG" + bytes(6 * 1024 * 1024), "image/png"), 413)
     assert error["code"] == "body_too_large" and "MAX_BODY_MB" in error["message"]
 
 
@@ -273,17 +267,17 @@ def test_a_raw_body_over_max_body_mb_is_413_naming_the_setting(hostile):
     b"[" * 100_000,
 ], ids=["lists_5000_deep", "objects_5000_deep", "unclosed_100000_deep"])
 def test_json_nested_thousands_deep_is_a_400_not_a_crash(hostile, body):
-    assert error_of(post_json(hostile, body), 400)["code"] == "malformed_json"
+    assert error_of(post(hostile, "/invocations", body), 400)["code"] == "malformed_json"
 
 
 def test_json_nested_within_the_parsers_limit_fails_validation_instead(hostile):
     body = b'{"task": "embed", "texts": [' + b"[" * 1000 + b"]" * 1000 + b"]}"
-    error = error_of(post_json(hostile, body), 400)
+    error = error_of(post(hostile, "/invocations", body), 400)
     assert (error["code"], error["field"]) == ("invalid_field", "texts[0]")
 
 
 def test_a_30000_character_text_is_413_text_too_long(hostile):
-    error = error_of(post_json(hostile, {"task": "embed", "texts": ["fine", "x" * 30_000]}), 413)
+    error = error_of(post(hostile, "/invocations", {"task": "embed", "texts": ["fine", "x" * 30_000]}), 413)
     assert (error["code"], error["field"]) == ("text_too_long", "texts[1]")
     assert "MAX_TEXT_CHARS" in error["message"]
 
@@ -297,7 +291,7 @@ def test_a_30000_character_text_is_413_text_too_long(hostile):
     ([{"text": "a"}] * 300, "body"),
 ], ids=["texts", "texts_and_images", "seed000", "seed003_classes", "rank_candidates", "seed002_encode"])
 def test_300_items_are_413_too_many_items(hostile, body, field):
-    error = error_of(post_json(hostile, body), 413)
+    error = error_of(post(hostile, "/invocations", body), 413)
     assert error["code"] == "too_many_items" and error.get("field") == field
 
 
@@ -349,7 +343,7 @@ def test_300_items_are_413_too_many_items(hostile, body, field):
     (3.5, "unknown_format", None),
 ])
 def test_wrong_types_everywhere_are_400_naming_the_field(hostile, body, code, field):
-    error = error_of(post_json(hostile, body), 400)
+    error = error_of(post(hostile, "/invocations", body), 400)
     assert (error["code"], error.get("field")) == (code, field)
 
 
@@ -361,14 +355,15 @@ def test_wrong_types_everywhere_are_400_naming_the_field(hostile, body, code, fi
     b'[NaN]',
 ], ids=["nan", "infinity", "minus_infinity", "overflowing_number", "bare_nan"])
 def test_nan_and_infinity_literals_are_malformed_json(hostile, body):
-    assert error_of(post_json(hostile, body), 400)["code"] == "malformed_json"
+    assert error_of(post(hostile, "/invocations", body), 400)["code"] == "malformed_json"
 
 
 def test_duplicate_keys_take_the_last_value(hostile, reference):
-    response = post_json(hostile, b'{"task": "translate", "task": "embed", "texts": [5], "texts": ["a cat"]}')
+    response = post(hostile, "/invocations",
+                    b'{"task": "translate", "task": "embed", "texts": [5], "texts": ["a cat"]}')
     assert response.status_code == 200
     np.testing.assert_allclose(response.get_json()["text_embeddings"], reference.texts(["a cat"]), atol=1e-4)
-    error = error_of(post_json(hostile, b'{"task": "embed", "texts": ["a cat"], "texts": [5]}'), 400)
+    error = error_of(post(hostile, "/invocations", b'{"task": "embed", "texts": ["a cat"], "texts": [5]}'), 400)
     assert error["field"] == "texts[0]"
 
 
@@ -388,7 +383,8 @@ def test_invalid_utf8_and_charsets_are_malformed_json(hostile, body, content_typ
 
 
 def test_a_byte_order_mark_is_accepted(hostile, reference):
-    response = post_json(hostile, b"\xef\xbb\xbf" + json.dumps({"task": "embed", "texts": ["a cat"]}).encode())
+    response = post(hostile, "/invocations",
+                    b"\xef\xbb\xbf" + json.dumps({"task": "embed", "texts": ["a cat"]}).encode())
     assert response.status_code == 200
     np.testing.assert_allclose(response.get_json()["text_embeddings"], reference.texts(["a cat"]), atol=1e-4)
 
@@ -396,17 +392,17 @@ def test_a_byte_order_mark_is_accepted(hostile, reference):
 @pytest.mark.parametrize("top_k", [2 ** 63, 2 ** 64 - 1])
 def test_huge_whole_numbers_for_top_k_mean_every_class(hostile, top_k):
     classify = {"task": "classify", "images": [b64(PNG)], "classes": ["cat", "dog", "car"], "top_k": top_k}
-    response = post_json(hostile, classify)
+    response = post(hostile, "/invocations", classify)
     assert response.status_code == 200 and len(response.get_json()["results"][0]["prompts"][0]) == 3
     rank = {"task": "rank", "queries": [{"text": "a"}], "candidates": [{"text": "b"}, {"text": "c"}], "top_k": top_k}
-    response = post_json(hostile, rank)
+    response = post(hostile, "/invocations", rank)
     assert response.status_code == 200 and sorted(response.get_json()["rankings"][0]) == [0, 1]
 
 
 @pytest.mark.parametrize("raw", [b"1" + b"0" * 30, b"1e300", b"-5", b"0"])
 def test_top_k_that_is_not_a_positive_whole_number_is_400(hostile, raw):
     body = b'{"task": "classify", "images": ["' + b64(PNG).encode() + b'"], "classes": ["a"], "top_k": ' + raw + b"}"
-    error = error_of(post_json(hostile, body), 400)
+    error = error_of(post(hostile, "/invocations", body), 400)
     assert (error["code"], error["field"]) == ("invalid_field", "top_k")
 
 
@@ -415,7 +411,7 @@ def test_top_k_that_is_not_a_positive_whole_number_is_400(hostile, raw):
 def test_out_of_range_numbers_are_400(hostile, key, value):
     for body in ({"images": [b64(PNG)], "classes": ["a", "b"], key: value},
                  {"task": "classify", "images": [b64(PNG)], "classes": ["a", "b"], key: value}):
-        error = error_of(post_json(hostile, body), 400)
+        error = error_of(post(hostile, "/invocations", body), 400)
         assert (error["code"], error["field"]) == ("invalid_field", key)
 
 
@@ -425,7 +421,7 @@ def test_out_of_range_numbers_are_400(hostile, key, value):
 def test_prompt_templates_with_format_specs_are_refused_at_once(hostile, template):
     # A width would make every prompt a gigabyte: refused before anything is rendered.
     started = time.monotonic()
-    error = error_of(post_json(hostile, {"images": [b64(PNG)], "classes": ["cat"] * 200,
+    error = error_of(post(hostile, "/invocations", {"images": [b64(PNG)], "classes": ["cat"] * 200,
                                          "prompt_template": template}), 400)
     assert time.monotonic() - started < 2.0
     assert (error["code"], error["field"]) == ("invalid_field", "prompt_template")
@@ -435,7 +431,7 @@ def test_prompt_templates_with_format_specs_are_refused_at_once(hostile, templat
                                              ("x" * 20_000 + "{label}", "cat")],
                          ids=["many_placeholders", "long_label", "long_template"])
 def test_prompts_longer_than_max_text_chars_are_413(hostile, template, label):
-    error = error_of(post_json(hostile, {"images": [b64(PNG)], "classes": [label, "dog"],
+    error = error_of(post(hostile, "/invocations", {"images": [b64(PNG)], "classes": [label, "dog"],
                                          "prompt_template": template}), 413)
     assert (error["code"], error["field"]) == ("text_too_long", "prompt_template")
 
@@ -472,7 +468,7 @@ def test_garbage_json_lines_records_each_get_an_error_line(hostile):
 def test_after_all_of_it_the_worker_answers_normally(hostile, client, reference):
     body = {"task": "embed", "texts": ["a photo of a cat"], "images": [b64(PNG), b64(JPEG)]}
     for each in (hostile, client):
-        response = post_json(each, body)
+        response = post(each, "/invocations", body)
         assert response.status_code == 200
         answer = response.get_json()
         np.testing.assert_allclose(answer["text_embeddings"], reference.texts(["a photo of a cat"]), atol=1e-4)

@@ -8,17 +8,13 @@ import json
 import numpy as np
 import pytest
 
+from http_helper import post
 from images import b64, encode, pattern
 from reference import cosine
 
 IMAGE = pattern(7)
 RED_SOFA = b64(IMAGE, "JPEG", quality=95)  # seed 001 sends a base64 JPEG
 SEED002_CANDIDATES = ["t-shirt", "jeans", "jacket", "dress", "skirt", "shorts", "coat", "shoes", "hat", "sweater"]
-
-
-def post(client, path, body, content_type="application/json", **headers):
-    data = body if isinstance(body, bytes) else json.dumps(body)
-    return client.post(path, data=data, content_type=content_type, headers=headers)
 
 
 def ok(response):
