@@ -20,13 +20,11 @@ from images import b64, data_uri, encode, pattern
 from server import Server
 from static_server import serve, serve_files
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RUNNER = REPO / "local_test" / "batch_runner.py"
 sys.path.insert(0, str(REPO / "local_test"))
 import batch_runner  # noqa: E402
 from batch_runner import MB, run_batch  # noqa: E402
-
-pytestmark = pytest.mark.integration
 
 URL_IMAGES = {f"/img-{n}.png": encode(pattern(300 + n)) for n in range(90)}
 LABELS = ["cat", "dog", "red square"]
