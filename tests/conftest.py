@@ -9,6 +9,7 @@ or a running server), server (./serve in a process), static_server (local HTTP s
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,11 +22,8 @@ sys.path.insert(0, str(REPO / "tests"))
 # No hub here: open_clip must never try to download anything during tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-TINY_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+# One source for the tiny model's config: the Docker smoke test reads the same file.
+TINY_CFG = json.loads((REPO / "tests" / "fixtures" / "tiny_open_clip_config.json").read_text())
 # SigLIP-style: a learned logit bias, scored with a sigmoid.
 TINY_SIGLIP_CFG = {**TINY_CFG, "init_logit_bias": -10.0}
 

@@ -3,11 +3,11 @@
 Request threads submit prepared rows (image tensors, token rows) as jobs; the loop takes whatever is
 waiting, up to `max_batch_size` rows, runs one forward pass per modality and hands each job its own rows.
 Under concurrent load it waits up to `max_wait_s` for more jobs, because clients answered by the last
-batch are already sending their next requests: until the batch holds as many rows as were ever waiting or
-running at once during the last few batches (the clients there are; then it takes only what is already
-queued). So a steady set of clients keeps forming full batches instead of splitting into small ones,
-which cost several times more per row. A lone client never has more rows in flight than its own batch
-holds, so it never waits. The queue is
+batch are already sending their next requests: while the batch holds fewer jobs and fewer rows than were
+ever waiting or running at once during the last few batches (the clients there are; then it takes only
+what is already queued). So a steady set of clients keeps forming full batches instead of splitting
+into small ones, which cost several times more per row. A lone client never has more rows in flight than its own batch
+holds, and one large request is one job: neither makes a later lone request wait. The queue is
 bounded: a full queue is refused at once. A failing batch fails only its own jobs and the loop goes on; a
 batch that runs out of accelerator memory is split in halves and retried, so only a single row that
 cannot fit on its own fails. `healthy()` turns false when the loop thread has died or one batch has run
@@ -61,10 +61,11 @@ class ModelLoop:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         # Rows submitted and not yet answered, their peak since the last batch was taken, and recent peaks.
+        # Counted in (jobs, rows): waiting for more rows makes sense only while more jobs (clients) may come.
         self._in_flight_lock = threading.Lock()
-        self._in_flight = 0
-        self._peak = 0
-        self._recent_peaks: collections.deque[int] = collections.deque(maxlen=RECENT_BATCHES)
+        self._in_flight = (0, 0)
+        self._peak = (0, 0)
+        self._recent_peaks: collections.deque[tuple[int, int]] = collections.deque(maxlen=RECENT_BATCHES)
         self._queue: queue.Queue[_Job] = queue.Queue(maxsize=max_queue)
         self._stuck_after_s = stuck_after_s
         self._busy_since: Optional[float] = None
@@ -122,13 +123,13 @@ class ModelLoop:
                 for queued in jobs[:index]:
                     queued.future.cancel()  # still counted: the loop takes and discards them
                 raise QueueFull(f"{self._queue.maxsize} jobs are already waiting for the model") from None
-            self._count_in_flight(len(job.rows))
+            self._count_in_flight(1, len(job.rows))
         return [job.future for job in jobs]
 
-    def _count_in_flight(self, change: int) -> None:
+    def _count_in_flight(self, jobs: int, rows: int) -> None:
         with self._in_flight_lock:
-            self._in_flight += change
-            self._peak = max(self._peak, self._in_flight)
+            self._in_flight = (self._in_flight[0] + jobs, self._in_flight[1] + rows)
+            self._peak = (max(self._peak[0], self._in_flight[0]), max(self._peak[1], self._in_flight[1]))
 
     def _take_batch(self) -> list[_Job]:
         if self._carried is not None:
@@ -142,10 +143,12 @@ class ModelLoop:
         with self._in_flight_lock:
             self._recent_peaks.append(self._peak)
             self._peak = self._in_flight
-        target = min(self.max_batch_size, max(self._recent_peaks))
+        peak_jobs = max(jobs_ for jobs_, _ in self._recent_peaks)
+        target = min(self.max_batch_size, max(rows_ for _, rows_ in self._recent_peaks))
         wait_until = time.monotonic() + self.max_wait_s
         while rows < self.max_batch_size:
-            remaining = max(0.0, wait_until - time.monotonic()) if rows < target else 0.0
+            more_may_come = rows < target and len(jobs) < peak_jobs
+            remaining = max(0.0, wait_until - time.monotonic()) if more_may_come else 0.0
             try:
                 job = self._queue.get(timeout=remaining) if remaining else self._queue.get_nowait()
             except queue.Empty:
@@ -166,7 +169,7 @@ class ModelLoop:
                 for modality in dict.fromkeys(job.modality for job in jobs):
                     self._run_batch(modality, [job for job in jobs if job.modality == modality])
             finally:
-                self._count_in_flight(-sum(len(job.rows) for job in taken))
+                self._count_in_flight(-len(taken), -sum(len(job.rows) for job in taken))
 
     def _encode_splitting(self, modality: str, rows: Sequence[Any]) -> np.ndarray:
         """One job's rows, halved and retried while they run out of memory, down to a single row."""

@@ -54,3 +54,18 @@ def test_a_client_left_alone_stops_waiting_within_a_few_batches():
         assert max(timings[-3:]) < 0.1, timings  # the last batches no longer wait for a second client
     finally:
         loop.stop()
+
+
+def test_one_large_request_does_not_make_the_next_lone_requests_wait():
+    def encode(modality, rows):
+        return np.zeros((len(rows), 1), np.float32)
+
+    loop = ModelLoop(encode, max_batch_size=16, max_queue=64, stuck_after_s=60, max_wait_s=0.5).start()
+    try:
+        loop.submit("text", list(range(16)))[0].result(timeout=5)
+        started = time.monotonic()
+        for _ in range(4):
+            loop.submit("text", ["alone"])[0].result(timeout=5)
+        assert time.monotonic() - started < 0.5
+    finally:
+        loop.stop()
