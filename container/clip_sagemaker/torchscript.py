@@ -32,7 +32,10 @@ def freeze(module: torch.nn.Module, example: tuple, name: str) -> Callable:
     try:
         with torch.inference_mode(), warnings.catch_warnings():
             # The agreement check below is what decides; the tracer's generic warnings would only be noise.
+            # torch marks TorchScript as deprecated (FutureWarning); if a later torch drops it, the trace
+            # fails and the tower runs eagerly, as for any module that cannot be traced.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", FutureWarning)
             traced = torch.jit.freeze(torch.jit.trace(module.eval(), example, check_trace=False))
             if _agrees(traced, module, example):
                 return traced
