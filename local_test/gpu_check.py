@@ -637,19 +637,61 @@ def gib(nbytes: float) -> str:
 
 # ---------------------------------------------------------------------------------------------- run
 
-def run(plan: Plan, work_dir: Path) -> int:
-    t_start = time.perf_counter()
-    import numpy as np
-    import torch
+@dataclass
+class Held:
+    """What run's `finally` must stop, whichever step failed: ./serve and the two process pools."""
+    server: Optional[Server] = None
+    clients: Optional[ProcessPoolExecutor] = None
+    pool: Optional[DecodePool] = None
+
+    def release(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        if self.pool is not None:
+            self.pool.close()
+        if self.clients is not None:
+            self.clients.shutdown(cancel_futures=True)
+
+
+def prepare_jpeg(model, jpeg: bytes, draft: int):
+    """decode_image + prepare_image, exactly as a request thread does."""
+    from clip_sagemaker.inputs import decode_image
+
+    return model.prepare_image(decode_image(jpeg, "image", MAX_PIXELS, draft_size=draft))
+
+
+@dataclass
+class Subject:
+    """The model under test and the inputs and embeddings that the later steps reuse."""
+    model_dir: Path
+    model: object  # None once the in-process steps are done: ./serve's device memory must be its own
+    jpegs: list[bytes]
+    draft: int
+    rows: list  # the first JPEGs, prepared
+    texts: list[str]
+    image_embeddings: object  # of `rows`, by `model`
+    text_embeddings: object  # of `texts`, by `model`
+
+    def prepare(self, index: int):
+        return prepare_jpeg(self.model, self.jpegs[index], self.draft)
+
+
+@dataclass
+class InProcess:
+    """The in-process limit that the server is held against."""
+    decode: float  # img/s, the CPU pool alone
+    best: int  # the batch with the fastest forward
+    forward: float  # img/s, the forward alone at `best`
+    combined: float  # img/s, the pool feeding the forward at `best`
+    bound: str
+    peak: int  # bytes torch allocated, the most over all batches
+
+
+def begin(plan: Plan, cpus: int) -> Table:
+    """The table, titled with what this run measures and on what."""
     import open_clip
+    import torch
 
-    from clip_sagemaker.model import load_model
-    from clip_sagemaker.model_files import build_model_dir
-    from clip_sagemaker.model_source import resolve_model_source
-    from clip_sagemaker.settings import Settings
-    from clip_sagemaker.worker_layout import available_cpus
-
-    cpus = available_cpus()
     if plan.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: CUDA is not available here (torch %s); use --dry-run on a CPU" % torch.__version__)
     device_name = torch.cuda.get_device_name(0) if plan.device == "cuda" else "CPU"
@@ -660,181 +702,267 @@ def run(plan: Plan, work_dir: Path) -> int:
         closure = wheel_closure()
         table.add("wheel list (for --fetch-wheels)", f"{len(closure)} wheels",
                   "requirements.txt closure but torch, torchvision")
-    server = clients = pool = None
+    return table
+
+
+def load_subject(plan: Plan, work_dir: Path, table: Table) -> Subject:
+    """Builds the model folder and loads it through the production loader, with an fp32 reference beside it."""
+    import torch
+
+    from clip_sagemaker.model import load_model
+    from clip_sagemaker.model_files import build_model_dir
+    from clip_sagemaker.model_source import resolve_model_source
+    from clip_sagemaker.settings import Settings
+
+    t0 = time.perf_counter()
+    model_dir = build_model_dir(work_dir / "model", plan.arch, model_cfg=plan.model_cfg, seed=0)
+    settings = Settings(model_dir=str(model_dir), model_dir_explicit=True)
+    source = resolve_model_source(settings)
+    model = load_model(source, device=plan.device, precision=plan.precision)
+    if plan.dry:  # the production CPU path (TorchScript vision, trimmed text) against plain eager fp32
+        reference = load_model(source, device=plan.device, precision="fp32", trim_text=False, freeze_towers=False)
+        against = "fp32 eager"
+    else:
+        reference = load_model(source, device=plan.device, precision="fp32")
+        against = "fp32"
+    info = model.info
+    table.add("model built + loaded", f"{time.perf_counter() - t0:.1f} s",
+              f"{info.name}, embed_dim {info.embed_dim}, image {info.image_size[0]}x{info.image_size[1]}, "
+              f"{info.precision} ({info.precision_reason})")
+
+    jpegs = make_jpegs(plan.images)
+    draft = max(info.image_size)
+    rows = [prepare_jpeg(model, jpegs[i], draft) for i in range(min(16, plan.images))]
+    texts = list(SHORT_TEXTS) * 2
+    images, text = check_agreement(plan, table, model, reference, against, rows, texts)
+    del reference
+    if plan.device == "cuda":
+        torch.cuda.empty_cache()
+    return Subject(model_dir=model_dir, model=model, jpegs=jpegs, draft=draft, rows=rows, texts=texts,
+                   image_embeddings=images, text_embeddings=text)
+
+
+def check_agreement(plan: Plan, table: Table, model, reference, against: str, rows: list, texts: list[str]):
+    """Fails the run unless `model` and `reference` agree; returns `model`'s image and text embeddings."""
+    img_a, img_b = model.encode("image", rows), reference.encode("image", rows)
+    txt_a = model.encode("text", list(model.tokenize(texts)))
+    txt_b = reference.encode("text", list(reference.tokenize(texts)))
+    agree_img, agree_txt = cosine_rows(img_a, img_b), cosine_rows(txt_a, txt_b)
+    agreement = min(agree_img, agree_txt)
+    table.add(f"agreement {plan.precision} vs {against}", f"{agreement:.5f}",
+              f"min cosine; images {agree_img:.5f}, texts {agree_txt:.5f}; pass >= {AGREEMENT_MIN}")
+    if not agreement >= AGREEMENT_MIN:
+        table.fail(f"{plan.precision} disagrees with {against} (min cosine {agreement:.5f})")
+    return img_a, txt_a
+
+
+def measure_decode(plan: Plan, work_dir: Path, table: Table, subject: Subject, cpus: int, held: Held) -> float:
+    """Decode + preprocess on one core, then over a pool on every core (left in `held.pool`); the pool's rate."""
+    import numpy as np
+
+    jpegs = subject.jpegs
+    one_core = timed_rate(lambda: (subject.prepare(np.random.randint(plan.images)), 1)[1], plan.measure_s / 2)
+    table.add("decode+preprocess, 1 core", rate(one_core),
+              f"Pillow decode_image (draft {subject.draft}) + prepare_image, 640x480 JPEG "
+              f"~{sum(map(len, jpegs)) / len(jpegs) / 1024:.0f} KiB")
+    t0 = time.perf_counter()
+    held.pool = DecodePool(cpus, subject.model._preprocess, jpegs, subject.draft, tuple(subject.rows[0].shape),
+                           work_dir)
+    spawn_s = time.perf_counter() - t0
+    decode_rate = held.pool.run(max(plan.batches), plan.measure_s)
+    table.add(f"decode+preprocess, {cpus} processes", rate(decode_rate),
+              f"process pool, rows into shared memory (pool start {spawn_s:.1f} s)")
+    return decode_rate
+
+
+def measure_forward(plan: Plan, table: Table, subject: Subject) -> tuple[dict[int, float], dict[int, int]]:
+    """The forward pass alone at each batch: images per second, and the peak torch allocated (CUDA)."""
+    import torch
+
+    model, rows = subject.model, subject.rows
+    forward: dict[int, float] = {}
+    peaks: dict[int, int] = {}
+    stock = torch.stack(rows)
+    for batch in plan.batches:
+        rows_b = list(stock[torch.arange(batch) % len(rows)])
+        for _ in range(2):
+            model.encode("image", rows_b)
+        if plan.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        forward[batch] = timed_rate(lambda: len(model.encode("image", rows_b)), plan.measure_s / len(plan.batches))
+        peaks[batch] = torch.cuda.max_memory_allocated() if plan.device == "cuda" else 0
+        table.add(f"forward {plan.precision}, batch {batch}", rate(forward[batch]),
+                  f"model.encode (stack, copy in, forward, copy out)"
+                  + (f"; peak allocated {gib(peaks[batch])}" if plan.device == "cuda" else ""))
+    return forward, peaks
+
+
+def measure_in_process(plan: Plan, work_dir: Path, table: Table, subject: Subject, cpus: int,
+                       held: Held) -> InProcess:
+    """Decode, the forward, then both together at the forward's best batch: the limit a server could reach."""
+    decode_rate = measure_decode(plan, work_dir, table, subject, cpus, held)
+    forward, peaks = measure_forward(plan, table, subject)
+    best = max(forward, key=forward.get)
+
+    def consume(batch_tensor) -> None:
+        subject.model.encode("image", list(batch_tensor))
+
+    combined = held.pool.run(best, plan.measure_s, consume)
+    bound = "decode" if decode_rate < forward[best] else "forward"
+    table.add(f"in-process decode -> forward, batch {best}", rate(combined),
+              f"bound: {bound} (decode {rate(decode_rate)}, forward {rate(forward[best])}); "
+              f"{100 * combined / min(decode_rate, forward[best]):.0f}% of the smaller")
+    held.pool.close()
+    held.pool = None
+    return InProcess(decode=decode_rate, best=best, forward=forward[best], combined=combined, bound=bound,
+                     peak=max(peaks.values()))
+
+
+def measure_gpu_decode(plan: Plan, table: Table, subject: Subject, limit: InProcess) -> None:
+    """torchvision's JPEG decoder on the device, beside the CPU pool and as the forward's feed."""
+    model, rows = subject.model, subject.rows
+    decode_fn, prepare_fn = gpu_decode(subject.jpegs, model.info.image_size, model._model.visual.preprocess_cfg,
+                                       plan.device)
+    batch_idx = [i % plan.images for i in range(64)]
     try:
-        # -- the model, through the production loader
-        t0 = time.perf_counter()
-        model_dir = build_model_dir(work_dir / "model", plan.arch, model_cfg=plan.model_cfg, seed=0)
-        settings = Settings(model_dir=str(model_dir), model_dir_explicit=True)
-        source = resolve_model_source(settings)
-        model = load_model(source, device=plan.device, precision=plan.precision)
-        if plan.dry:  # the production CPU path (TorchScript vision, trimmed text) against plain eager fp32
-            reference = load_model(source, device=plan.device, precision="fp32", trim_text=False, freeze_towers=False)
-            against = "fp32 eager"
-        else:
-            reference = load_model(source, device=plan.device, precision="fp32")
-            against = "fp32"
-        info = model.info
-        table.add("model built + loaded", f"{time.perf_counter() - t0:.1f} s",
-                  f"{info.name}, embed_dim {info.embed_dim}, image {info.image_size[0]}x{info.image_size[1]}, "
-                  f"{info.precision} ({info.precision_reason})")
+        for _ in range(2):
+            prepare_fn(batch_idx)
+        sync(plan.device)
+        tv_decode = timed_rate(lambda: (decode_fn(batch_idx), sync(plan.device), len(batch_idx))[2], plan.measure_s / 3)
+        tv_prepare = timed_rate(lambda: (prepare_fn(batch_idx), sync(plan.device), len(batch_idx))[2], plan.measure_s / 3)
+        tv_forward = timed_rate(lambda: len(model.encode("image", list(prepare_fn(batch_idx)))), plan.measure_s / 3)
+        via_tv = model.encode("image", list(prepare_fn(list(range(len(rows))))))
+        tv_agree = cosine_rows(via_tv, subject.image_embeddings)
+        where = "GPU" if plan.device == "cuda" else "CPU (dry run)"
+        faster = tv_prepare / limit.decode
+        table.add(f"torchvision decode_jpeg + preprocess ({plan.device})", rate(tv_prepare),
+                  f"{where}, batches of 64; decode alone {rate(tv_decode)}; {faster:.2f}x the CPU pool; "
+                  f"embeddings vs Pillow path min cosine {tv_agree:.4f}")
+        table.add(f"torchvision decode_jpeg -> forward ({plan.device})", rate(tv_forward),
+                  f"{tv_forward / limit.combined:.2f}x the in-process CPU-decode pipeline; "
+                  + ("worth a setting" if tv_forward > 1.1 * limit.combined and plan.device == "cuda"
+                     else "no setting proposed"))
+    except Exception as exc:  # noqa: BLE001 - an unsupported decoder is a finding, not a failed check
+        table.add(f"torchvision decode_jpeg ({plan.device})", "n/a", f"{type(exc).__name__}: {exc}"[:160])
 
-        jpegs = make_jpegs(plan.images)
-        draft = max(info.image_size)
-        from clip_sagemaker.inputs import decode_image
 
-        def prepared(i: int):
-            return model.prepare_image(decode_image(jpegs[i], "image", MAX_PIXELS, draft_size=draft))
+def measure_text_forward(plan: Plan, subject: Subject) -> float:
+    """Texts per second through the in-process text forward at batch 64, for the server's text row."""
+    model = subject.model
+    text_batch = [f"{SHORT_TEXTS[i % len(SHORT_TEXTS)]} number {i}" for i in range(64)]
+    return timed_rate(lambda: len(model.encode("text", list(model.tokenize(text_batch)))), plan.measure_s / 3)
 
-        rows = [prepared(i) for i in range(min(16, plan.images))]
-        texts = list(SHORT_TEXTS) * 2
-        img_a, img_b = model.encode("image", rows), reference.encode("image", rows)
-        txt_a = model.encode("text", list(model.tokenize(texts)))
-        txt_b = reference.encode("text", list(reference.tokenize(texts)))
-        agree_img, agree_txt = cosine_rows(img_a, img_b), cosine_rows(txt_a, txt_b)
-        agreement = min(agree_img, agree_txt)
-        table.add(f"agreement {plan.precision} vs {against}", f"{agreement:.5f}",
-                  f"min cosine; images {agree_img:.5f}, texts {agree_txt:.5f}; pass >= {AGREEMENT_MIN}")
-        if not agreement >= AGREEMENT_MIN:
-            table.fail(f"{plan.precision} disagrees with {against} (min cosine {agreement:.5f})")
-        del reference
-        if plan.device == "cuda":
-            torch.cuda.empty_cache()
-        ref_image, ref_text = img_a[:1], txt_a[:1]
 
-        # -- decode + preprocess
-        one_core = timed_rate(lambda: (prepared(np.random.randint(plan.images)), 1)[1], plan.measure_s / 2)
-        table.add("decode+preprocess, 1 core", rate(one_core),
-                  f"Pillow decode_image (draft {draft}) + prepare_image, 640x480 JPEG "
-                  f"~{sum(map(len, jpegs)) / len(jpegs) / 1024:.0f} KiB")
-        t0 = time.perf_counter()
-        pool = DecodePool(cpus, model._preprocess, jpegs, draft, tuple(rows[0].shape), work_dir)
-        spawn_s = time.perf_counter() - t0
-        decode_rate = pool.run(max(plan.batches), plan.measure_s)
-        table.add(f"decode+preprocess, {cpus} processes", rate(decode_rate),
-                  f"process pool, rows into shared memory (pool start {spawn_s:.1f} s)")
+def release_model(plan: Plan, subject: Subject) -> None:
+    """Frees the in-process model, so that the memory ./serve peaks at is its own."""
+    import torch
 
-        # -- the forward pass alone, at each batch
-        forward: dict[int, float] = {}
-        peaks: dict[int, int] = {}
-        stock = torch.stack(rows)
-        for batch in plan.batches:
-            rows_b = list(stock[torch.arange(batch) % len(rows)])
-            for _ in range(2):
-                model.encode("image", rows_b)
-            if plan.device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            forward[batch] = timed_rate(lambda: len(model.encode("image", rows_b)), plan.measure_s / len(plan.batches))
-            peaks[batch] = torch.cuda.max_memory_allocated() if plan.device == "cuda" else 0
-            table.add(f"forward {plan.precision}, batch {batch}", rate(forward[batch]),
-                      f"model.encode (stack, copy in, forward, copy out)"
-                      + (f"; peak allocated {gib(peaks[batch])}" if plan.device == "cuda" else ""))
-        best = max(forward, key=forward.get)
+    subject.model = None
+    gc.collect()
+    if plan.device == "cuda":
+        torch.cuda.empty_cache()
 
-        # -- both together
-        def consume(batch_tensor) -> None:
-            model.encode("image", list(batch_tensor))
 
-        combined = pool.run(best, plan.measure_s, consume)
-        bound = "decode" if decode_rate < forward[best] else "forward"
-        table.add(f"in-process decode -> forward, batch {best}", rate(combined),
-                  f"bound: {bound} (decode {rate(decode_rate)}, forward {rate(forward[best])}); "
-                  f"{100 * combined / min(decode_rate, forward[best]):.0f}% of the smaller")
-        pool.close()
-        pool = None
+def start_server(plan: Plan, work_dir: Path, subject: Subject, held: Held) -> tuple[DeviceMemoryWatch, float]:
+    """The client processes, then ./serve (both left in `held`); the memory watch and seconds to /ping."""
+    import multiprocessing
 
-        # -- torchvision's JPEG decoder on the device
-        decode_fn, prepare_fn = gpu_decode(jpegs, info.image_size, model._model.visual.preprocess_cfg, plan.device)
-        batch_idx = [i % plan.images for i in range(64)]
-        try:
-            for _ in range(2):
-                prepare_fn(batch_idx)
-            sync(plan.device)
-            tv_decode = timed_rate(lambda: (decode_fn(batch_idx), sync(plan.device), len(batch_idx))[2], plan.measure_s / 3)
-            tv_prepare = timed_rate(lambda: (prepare_fn(batch_idx), sync(plan.device), len(batch_idx))[2], plan.measure_s / 3)
-            tv_forward = timed_rate(lambda: len(model.encode("image", list(prepare_fn(batch_idx)))), plan.measure_s / 3)
-            via_tv = model.encode("image", list(prepare_fn(list(range(len(rows))))))
-            tv_agree = cosine_rows(via_tv, img_a)
-            where = "GPU" if plan.device == "cuda" else "CPU (dry run)"
-            faster = tv_prepare / decode_rate
-            table.add(f"torchvision decode_jpeg + preprocess ({plan.device})", rate(tv_prepare),
-                      f"{where}, batches of 64; decode alone {rate(tv_decode)}; {faster:.2f}x the CPU pool; "
-                      f"embeddings vs Pillow path min cosine {tv_agree:.4f}")
-            table.add(f"torchvision decode_jpeg -> forward ({plan.device})", rate(tv_forward),
-                      f"{tv_forward / combined:.2f}x the in-process CPU-decode pipeline; "
-                      + ("worth a setting" if tv_forward > 1.1 * combined and plan.device == "cuda" else "no setting proposed"))
-        except Exception as exc:  # noqa: BLE001 - an unsupported decoder is a finding, not a failed check
-            table.add(f"torchvision decode_jpeg ({plan.device})", "n/a", f"{type(exc).__name__}: {exc}"[:160])
+    held.clients = ProcessPoolExecutor(plan.client_procs, mp_context=multiprocessing.get_context("spawn"))
+    [f.result(timeout=60) for f in [held.clients.submit(_pool_ping) for _ in range(plan.client_procs)]]
+    watch = DeviceMemoryWatch(plan.device)  # before ./serve starts: the peak above this baseline is the server's
+    lifetime = int(plan.serve_start_s + 4 * (plan.serve_s + plan.warm_s) + 60)
+    held.server = Server(plan, subject.model_dir, work_dir, lifetime)
+    return watch, held.server.wait_ready(plan.serve_start_s)
 
-        # -- text forward in-process, for the server's text row
-        text_batch = [f"{SHORT_TEXTS[i % len(SHORT_TEXTS)]} number {i}" for i in range(64)]
-        text_forward = timed_rate(lambda: len(model.encode("text", list(model.tokenize(text_batch)))), plan.measure_s / 3)
-        if plan.device == "cuda":
-            in_process_peak = max(peaks.values())
-        del model, consume
-        gc.collect()
-        if plan.device == "cuda":
-            torch.cuda.empty_cache()
 
-        # -- ./serve
-        import multiprocessing
+def check_server_agreement(table: Table, port: int, subject: Subject, ready_s: float) -> None:
+    """Fails the run unless the server embeds one image and one text as the in-process model did."""
+    import numpy as np
 
-        clients = ProcessPoolExecutor(plan.client_procs, mp_context=multiprocessing.get_context("spawn"))
-        [f.result(timeout=60) for f in [clients.submit(_pool_ping) for _ in range(plan.client_procs)]]
-        watch = DeviceMemoryWatch(plan.device)
-        lifetime = int(plan.serve_start_s + 4 * (plan.serve_s + plan.warm_s) + 60)
-        server = Server(plan, model_dir, work_dir, lifetime)
-        ready_s = server.wait_ready(plan.serve_start_s)
-        image_bodies = [json.dumps({"task": "embed", "images": [base64.b64encode(j).decode()]}).encode() for j in jpegs]
-        served = np.asarray(post_json(server.port, {"task": "embed", "images": [base64.b64encode(jpegs[0]).decode()]})
-                            ["image_embeddings"], dtype=np.float32)
-        served_text = np.asarray(post_json(server.port, {"task": "embed", "texts": texts[:1]})["text_embeddings"],
-                                 dtype=np.float32)
-        served_agree = min(cosine_rows(served, ref_image), cosine_rows(served_text, ref_text))
-        table.add("server vs in-process embeddings", f"{served_agree:.5f}",
-                  f"min cosine, one image and one text; ./serve answered /ping after {ready_s:.1f} s")
-        if not served_agree >= AGREEMENT_MIN:
-            table.fail(f"the server's embeddings differ from in-process ones (min cosine {served_agree:.5f})")
+    served = np.asarray(post_json(port, {"task": "embed", "images": [base64.b64encode(subject.jpegs[0]).decode()]})
+                        ["image_embeddings"], dtype=np.float32)
+    served_text = np.asarray(post_json(port, {"task": "embed", "texts": subject.texts[:1]})["text_embeddings"],
+                             dtype=np.float32)
+    served_agree = min(cosine_rows(served, subject.image_embeddings[:1]),
+                       cosine_rows(served_text, subject.text_embeddings[:1]))
+    table.add("server vs in-process embeddings", f"{served_agree:.5f}",
+              f"min cosine, one image and one text; ./serve answered /ping after {ready_s:.1f} s")
+    if not served_agree >= AGREEMENT_MIN:
+        table.fail(f"the server's embeddings differ from in-process ones (min cosine {served_agree:.5f})")
 
-        drive(clients, plan, server.port, "images", image_bodies, plan.warm_s)
-        images = drive(clients, plan, server.port, "images", image_bodies, plan.serve_s)
-        limit = min(combined, forward[best])
-        verdict = ("bound: " + bound if images.rate >= 0.8 * limit else
-                   f"bound: neither; the server's own path (HTTP, JSON, base64, one process's threads)")
-        table.add(f"server images, concurrency {plan.concurrency}", rate(images.rate),
-                  f"1 image/request; p50 {images.p50_ms:.1f} ms, p99 {images.p99_ms:.1f} ms; "
-                  f"{100 * images.rate / limit:.0f}% of in-process {rate(limit)}; {verdict}")
-        text_seeds = [t.encode() for t in SHORT_TEXTS]
-        drive(clients, plan, server.port, "texts", text_seeds, plan.warm_s)
-        text_load = drive(clients, plan, server.port, "texts", text_seeds, plan.serve_s)
-        table.add(f"server short texts, concurrency {plan.concurrency}", rate(text_load.rate, "texts/s"),
-                  f"1 unique text/request; p50 {text_load.p50_ms:.1f} ms, p99 {text_load.p99_ms:.1f} ms; "
-                  f"in-process text forward (batch 64) {rate(text_forward, 'texts/s')}")
-        for name, load in (("images", images), ("texts", text_load)):
-            if load.errors or load.count == 0:
-                table.fail(f"server {name}: {load.errors} errors, {load.count} answered; first: {load.first_error}")
-        server_gpu = watch.stop()
-        server_rss = server.peak_rss_mb()
-        if plan.device == "cuda":
-            table.add("peak GPU memory", gib(server_gpu),
-                      f"server: device memory in use above the baseline while it loaded and served; in-process: "
-                      f"{gib(in_process_peak)} allocated by torch (largest batch); server RSS peak {server_rss:,.0f} MiB")
-        else:
-            table.add("peak GPU memory", "n/a", f"no GPU; server RSS peak {server_rss:,.0f} MiB")
-        stop_s = server.stop()
-        server = None
+
+def measure_server(plan: Plan, table: Table, clients: ProcessPoolExecutor, port: int, jpegs: list[bytes],
+                   limit: InProcess, text_forward: float) -> None:
+    """./serve under load at plan.concurrency, images then short texts, each after a warm-up."""
+    image_bodies = [json.dumps({"task": "embed", "images": [base64.b64encode(j).decode()]}).encode() for j in jpegs]
+    drive(clients, plan, port, "images", image_bodies, plan.warm_s)
+    images = drive(clients, plan, port, "images", image_bodies, plan.serve_s)
+    ceiling = min(limit.combined, limit.forward)
+    verdict = ("bound: " + limit.bound if images.rate >= 0.8 * ceiling else
+               f"bound: neither; the server's own path (HTTP, JSON, base64, one process's threads)")
+    table.add(f"server images, concurrency {plan.concurrency}", rate(images.rate),
+              f"1 image/request; p50 {images.p50_ms:.1f} ms, p99 {images.p99_ms:.1f} ms; "
+              f"{100 * images.rate / ceiling:.0f}% of in-process {rate(ceiling)}; {verdict}")
+    text_seeds = [t.encode() for t in SHORT_TEXTS]
+    drive(clients, plan, port, "texts", text_seeds, plan.warm_s)
+    text_load = drive(clients, plan, port, "texts", text_seeds, plan.serve_s)
+    table.add(f"server short texts, concurrency {plan.concurrency}", rate(text_load.rate, "texts/s"),
+              f"1 unique text/request; p50 {text_load.p50_ms:.1f} ms, p99 {text_load.p99_ms:.1f} ms; "
+              f"in-process text forward (batch 64) {rate(text_forward, 'texts/s')}")
+    for name, load in (("images", images), ("texts", text_load)):
+        if load.errors or load.count == 0:
+            table.fail(f"server {name}: {load.errors} errors, {load.count} answered; first: {load.first_error}")
+
+
+def report_memory(plan: Plan, table: Table, watch: DeviceMemoryWatch, server: Server, in_process_peak: int) -> None:
+    """The device memory ./serve peaked at (and its RSS), beside the in-process peak."""
+    server_gpu = watch.stop()
+    server_rss = server.peak_rss_mb()
+    if plan.device == "cuda":
+        table.add("peak GPU memory", gib(server_gpu),
+                  f"server: device memory in use above the baseline while it loaded and served; in-process: "
+                  f"{gib(in_process_peak)} allocated by torch (largest batch); server RSS peak {server_rss:,.0f} MiB")
+    else:
+        table.add("peak GPU memory", "n/a", f"no GPU; server RSS peak {server_rss:,.0f} MiB")
+
+
+def run(plan: Plan, work_dir: Path) -> int:
+    t_start = time.perf_counter()
+    # Outside the steps' `try`: a dependency that does not import is a broken setup, reported as a traceback,
+    # not as a failed measurement in the table.
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+    import open_clip  # noqa: F401
+
+    from clip_sagemaker.model import load_model  # noqa: F401
+    from clip_sagemaker.model_files import build_model_dir  # noqa: F401
+    from clip_sagemaker.model_source import resolve_model_source  # noqa: F401
+    from clip_sagemaker.settings import Settings  # noqa: F401
+    from clip_sagemaker.worker_layout import available_cpus
+
+    cpus = available_cpus()
+    table = begin(plan, cpus)
+    held = Held()
+    try:
+        subject = load_subject(plan, work_dir, table)
+        limit = measure_in_process(plan, work_dir, table, subject, cpus, held)
+        measure_gpu_decode(plan, table, subject, limit)
+        text_forward = measure_text_forward(plan, subject)
+        release_model(plan, subject)
+        watch, ready_s = start_server(plan, work_dir, subject, held)
+        check_server_agreement(table, held.server.port, subject, ready_s)
+        measure_server(plan, table, held.clients, held.server.port, subject.jpegs, limit, text_forward)
+        report_memory(plan, table, watch, held.server, limit.peak)
+        stop_s = held.server.stop()
+        held.server = None
         table.add("total", f"{time.perf_counter() - t_start:.0f} s", f"./serve stopped in {stop_s:.1f} s after SIGTERM")
     except Exception as exc:  # noqa: BLE001 - report, then fail the run
         traceback.print_exc()
         table.fail(f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
-        if server is not None:
-            print(f"gpu_check: ./serve's log ends:\n{server.log_tail()}", flush=True)
+        if held.server is not None:
+            print(f"gpu_check: ./serve's log ends:\n{held.server.log_tail()}", flush=True)
     finally:
-        if server is not None:
-            server.stop()
-        for executor in (pool, clients):
-            if executor is not None:
-                (executor.close() if isinstance(executor, DecodePool) else executor.shutdown(cancel_futures=True))
+        held.release()
     print("\n" + table.render(), flush=True)
     return 1 if table.failures else 0
 
