@@ -141,18 +141,17 @@ def choose_response_type(accept: Optional[str], producible: tuple[str, ...] = PR
     # Parameters other than q (charset=utf-8) say nothing about which type we may answer with.
     ranges = parse_accept_header(", ".join(f"{mime};q={params['q']}" if "q" in params else mime
                                            for mime, params in parts if mime), MIMEAccept)
-    best: Optional[tuple[float, int, int, str]] = None
+    accepted = []
     for ours, mime in enumerate(producible):
         for name in _answer_names(mime, in_client_order):
             quality = ranges.quality(name)
-            if quality <= 0:
-                continue
-            candidate = (-quality, _client_position(name, in_client_order), ours, mime)
-            best = candidate if best is None or candidate < best else best
-    if best is None:
+            if quality > 0:
+                # Sorted best first: highest quality, then the client's order, then ours.
+                accepted.append((-quality, _client_position(name, in_client_order), ours, mime))
+    if not accepted:
         raise ApiError(f"cannot answer with any type in Accept {accept!r}; available: {', '.join(producible)}",
                        code="not_acceptable", status=406)
-    return best[3]
+    return min(accepted)[3]
 
 
 def _contiguous(value: Any) -> Any:

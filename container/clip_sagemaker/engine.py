@@ -66,8 +66,9 @@ class Engine:
         info, model = self.model.info, self.model
         return {
             "model": info.name, "source": info.source, "embed_dim": info.embed_dim, "device": info.device,
-            "precision": info.precision, "precision_reason": info.precision_reason, "image_size": list(info.image_size),
-            "context_length": info.context_length, "logit_scale": model.logit_scale,
+            "precision": info.precision, "precision_reason": info.precision_reason,
+            "image_size": list(info.image_size), "context_length": info.context_length,
+            "logit_scale": model.logit_scale,
             "logit_bias": model.logit_bias, "scoring": "softmax" if model.logit_bias is None else "sigmoid",
             "max_batch_size": self.loop.max_batch_size, "text_cache": self.text_cache.stats(),
             "trimmed_text": model.text_tower is not None}
@@ -170,6 +171,5 @@ def build_engine(settings: Settings, layout: Layout) -> Engine:
     info = model.info
     log.info("model ready in %.1f s: %s on %s (%s: %s), embedding dim %d, image size %s, %d torch threads, batch %d",
              time.monotonic() - started, source.description, info.device, info.precision, info.precision_reason,
-             info.embed_dim,
-             info.image_size, layout.torch_threads, engine.loop.max_batch_size)
+             info.embed_dim, info.image_size, layout.torch_threads, engine.loop.max_batch_size)
     return engine

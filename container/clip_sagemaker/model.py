@@ -152,8 +152,9 @@ class ClipModel:
             probe = self._model.encode_text(self.tokenize([""]).to(self._device))
         self.info = ModelInfo(
             name=source.display_name or source.name, source=source.description,
-            device=str(self._device), precision=precision.precision, precision_reason=precision.reason, embed_dim=int(probe.shape[-1]),
-            image_size=image_size, context_length=int(getattr(tokenizer, "context_length", 77)))
+            device=str(self._device), precision=precision.precision, precision_reason=precision.reason,
+            embed_dim=int(probe.shape[-1]), image_size=image_size,
+            context_length=int(getattr(tokenizer, "context_length", 77)))
 
     def _frozen_vision(self, image_size: tuple[int, int]) -> Optional[Callable]:
         """The traced vision tower, where the model's encode_image is open_clip's plain `visual(image)`

@@ -6,8 +6,8 @@ Under concurrent load it waits up to `max_wait_s` for more jobs, because clients
 batch are already sending their next requests: while the batch holds fewer jobs and fewer rows than were
 ever waiting or running at once during the last few batches (the clients there are; then it takes only
 what is already queued). So a steady set of clients keeps forming full batches instead of splitting
-into small ones, which cost several times more per row. A lone client never has more rows in flight than its own batch
-holds, and one large request is one job: neither makes a later lone request wait. The queue is
+into small ones, which cost several times more per row. A lone client never has more jobs in flight than
+the batch it is in, and one large request is one job: neither makes a later lone request wait. The queue is
 bounded: a full queue is refused at once. A failing batch fails only its own jobs and the loop goes on; a
 batch that runs out of accelerator memory is split in halves and retried, so only a single row that
 cannot fit on its own fails. `healthy()` turns false when the loop thread has died or one batch has run
@@ -69,7 +69,6 @@ class ModelLoop:
         self._queue: queue.Queue[_Job] = queue.Queue(maxsize=max_queue)
         self._stuck_after_s = stuck_after_s
         self._busy_since: Optional[float] = None
-        self._last_start = 0.0
         self._carried: Optional[_Job] = None
         self._stopping = threading.Event()
         self._thread = self._new_thread()
@@ -184,7 +183,7 @@ class ModelLoop:
 
     def _run_batch(self, modality: str, jobs: list[_Job]) -> None:
         rows = [row for job in jobs for row in job.rows]
-        self._busy_since = self._last_start = time.monotonic()
+        started = self._busy_since = time.monotonic()
         try:
             with self._phases.forward():
                 out = self._encode_splitting(modality, rows) if len(jobs) == 1 else self._encode(modality, rows)
@@ -206,7 +205,7 @@ class ModelLoop:
             self._busy_since = None
         self.batches_run += 1
         log.debug("model loop: %d %s rows of %d jobs in %.1f ms", len(rows), modality, len(jobs),
-                  1000 * (time.monotonic() - self._last_start))
+                  1000 * (time.monotonic() - started))
         start = 0
         for job in jobs:
             job.future.set_result(out[start:start + len(job.rows)])

@@ -135,7 +135,8 @@ def encode_items(items: Sequence[Item], encoder: Encoder) -> np.ndarray:
     return np.stack(parts)
 
 
-def embed_each(items: Sequence[Item], normalize: Sequence[bool], encoder: Encoder) -> list[Union[np.ndarray, ApiError]]:
+def embed_each(items: Sequence[Item], normalize: Sequence[bool],
+               encoder: Encoder) -> list[Union[np.ndarray, ApiError]]:
     """Embeds every item in shared forward passes, each on its own account: an image that cannot be read
     fails only its own item, and a failure of the whole call (overloaded, past the deadline) is the answer
     of every item that was still waiting for its vector."""
