@@ -1,4 +1,5 @@
-# The SageMaker inference image: `docker run IMAGE serve` starts gunicorn on port 8080 (README.md, "Docker").
+# The SageMaker inference image: `docker run IMAGE serve` starts nginx on port 8080, buffering every request
+# for gunicorn behind it on a unix socket (docs/operations.md, "The front").
 # One image for CPU and GPU: PyPI's torch wheels carry their own CUDA libraries and fall back to the CPU.
 #
 # Build (BuildKit is required: the Dockerfile uses RUN --mount):
@@ -22,7 +23,7 @@ FROM ${BASE_IMAGE}
 # The user model-server (uid 1000) owns nothing: the image is read-only to it, and it writes only to /tmp.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates nginx-light \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && python3 -m venv /opt/venv \
     && groupadd --gid 1000 model-server \
@@ -71,5 +72,6 @@ LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
 USER 1000:1000
 EXPOSE 8080
 
-# No ENTRYPOINT: SageMaker runs `docker run IMAGE serve`, and `serve` execs gunicorn, which receives SIGTERM.
+# No ENTRYPOINT: SageMaker runs `docker run IMAGE serve`; `serve` supervises nginx and gunicorn and passes
+# SIGTERM on to both (nginx first), exiting when either dies.
 CMD ["serve"]

@@ -10,6 +10,7 @@
 # (tests/fixtures/tiny_open_clip_config.json, the tests' own) mounted at /opt/ml/model:ro:
 #   1. docker run with the port published on 127.0.0.1: /ping, /execution-parameters, /info and every task on
 #      /invocations checked with curl, the values checked by .ci/smoke_checks.py; every process runs as uid 1000;
+#      200 slow and stalled clients (local_test/slow_clients.py) while /ping and real requests must be answered;
 #   2. docker run --network none --read-only --tmpfs /tmp (SageMaker network isolation): the same checks from
 #      inside the container; no network, nothing writable but /tmp;
 #   3. the image with the tiny model baked in (MODEL_DIR_IN_CONTEXT), isolated, nothing mounted;
@@ -231,10 +232,10 @@ stop_cleanly() {
 run_published() {
   local c="$RUN_ID-published" port base
   CONTAINERS+=("$c")
-  "$DOCKER" run -d --name "$c" -p 127.0.0.1::8080 -v "$MODEL:/opt/ml/model:ro" "$IMAGE" serve >/dev/null
+  "$DOCKER" run -d --name "$c" -p 127.0.0.1::8080 -e CLIENT_TIMEOUT=3 -v "$MODEL:/opt/ml/model:ro" "$IMAGE" serve >/dev/null
   port="$("$DOCKER" port "$c" 8080/tcp | head -n 1 | sed 's/.*://')"
   base="http://127.0.0.1:$port"
-  say "docker run -d -p 127.0.0.1:$port:8080 -v $MODEL:/opt/ml/model:ro $IMAGE serve"
+  say "docker run -d -p 127.0.0.1:$port:8080 -e CLIENT_TIMEOUT=3 -v $MODEL:/opt/ml/model:ro $IMAGE serve"
   wait_ready "$c" curl -fsS "$base/ping"
   SOURCE="model directory /opt/ml/model"
   curl_check ping GET "$base/ping"
@@ -245,6 +246,10 @@ run_published() {
   curl_check classify POST "$base/invocations" classify_labelled.json
   curl_check seed003 POST "$base/invocations" seed003_classify.json
   check_uids "$c"
+  "$PY" local_test/slow_clients.py --url "$base" --clients 200 --seconds 8 --cut-after 5 \
+    >"$WORK/slow.json" 2>"$WORK/slow.txt" || fail "slow clients: $(cat "$WORK/slow.txt" "$WORK/slow.json")"
+  say "  $(cat "$WORK/slow.txt")"
+  "$DOCKER" logs "$c" 2>&1 | grep -m 1 '^serve: .*nginx in front' >/dev/null || fail "$c: nginx is not in front"
   say "  startup line: $("$DOCKER" logs "$c" 2>&1 | grep -m 1 '^serve: ')"
   stop_cleanly "$c"
 }

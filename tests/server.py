@@ -1,6 +1,8 @@
 """Starts the real ./serve on a free loopback port for integration tests, and always stops it.
 
-Tests get servers from the `serve` and `serve_module` fixtures (conftest.py), which are `Servers`.
+Tests get servers from the `serve` and `serve_module` fixtures (conftest.py), which are `Servers`. The front
+(nginx) is whatever TEST_FRONT says (CI sets `on`: a missing nginx then fails instead of being skipped), by
+default `auto`: on where nginx is installed.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Optional
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
+TEST_FRONT = os.environ.get("TEST_FRONT", "auto")
 
 
 def children_of(pid: int) -> list[int]:
@@ -31,6 +34,13 @@ def children_of(pid: int) -> list[int]:
     return kids
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -43,16 +53,28 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "SAGEMAKER_BIND_TO_PORT": str(self.port),
-                    "SERVER_THREADS": "8",
+                    "SERVER_THREADS": "8", "FRONT": TEST_FRONT,
                     # The value tests prove exactness against open_clip's fp32 on every CPU; bf16 has tests of its own.
                     "PRECISION": "fp32", **env}
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen([str(REPO / "serve")], env=full_env, stdout=self._log, cwd=REPO,
                                         stderr=subprocess.STDOUT, start_new_session=True)
 
+    def _children_named(self, word: str) -> list[int]:
+        return [pid for pid in children_of(self.process.pid) if word in _cmdline(pid)]
+
+    def master(self) -> int:
+        """The gunicorn master: a child of `serve` behind the front, else `serve` itself (it execs gunicorn)."""
+        if "gunicorn" in _cmdline(self.process.pid):
+            return self.process.pid
+        return next(iter(self._children_named("gunicorn")), self.process.pid)
+
+    def nginx(self) -> Optional[int]:
+        """nginx's master process, when the front runs."""
+        return next(iter(self._children_named("nginx")), None)
+
     def workers(self) -> list[int]:
-        """The gunicorn worker processes: `serve` execs gunicorn, so its process is the master."""
-        return children_of(self.process.pid)
+        return children_of(self.master())
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 
 from clip_sagemaker.worker_layout import plan_layout
-from clip_sagemaker.settings import WORKER_SLOT_ENV, Settings
+from clip_sagemaker.settings import GUNICORN_BIND_ENV, WORKER_SLOT_ENV, Settings
 
 _settings = Settings.from_env()
 _layout = plan_layout(_settings)
 
-bind = f"0.0.0.0:{_settings.port}"
+# Behind the front (front.py) the launcher hands gunicorn a unix socket; without it gunicorn takes the port.
+bind = os.environ.get(GUNICORN_BIND_ENV) or f"0.0.0.0:{_settings.port}"
 workers = _layout.workers
 worker_class = "gthread"
 threads = _settings.http_threads

@@ -1,20 +1,28 @@
-"""What `serve` runs (its arguments are ignored: SageMaker passes the word `serve`): checks the settings and the model source, then becomes gunicorn (exec).
+"""What `serve` runs (its arguments are ignored: SageMaker passes the word `serve`): checks the settings and
+the model source, then serves, in one of two shapes:
 
-Exec, not a child process: gunicorn's master then receives SageMaker's SIGTERM itself and drains in-flight
-requests before exiting. A setting or model source that cannot work stops here, before any worker starts,
-with one clear line and a non-zero exit.
+- with the front (front.py; FRONT=auto and nginx installed, or FRONT=on): nginx takes the port and gunicorn
+  listens on a unix socket in a run directory under /tmp; this process stays as their supervisor
+  (supervisor.py), forwarding SageMaker's SIGTERM and exiting when either dies;
+- without it: this process becomes gunicorn (exec), whose master then receives SIGTERM itself.
+
+A setting or model source that cannot work stops here, before any worker starts, with one clear line and a
+non-zero exit.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from .fetch import FetchPolicy
+from .front import FrontFiles, front_wanted, nginx_command, write_config
 from .model_source import ModelSourceError, resolve_model_source
 from .precision import PrecisionError, refuse_fp16_on_cpu
+from .supervisor import Supervisor
 from .worker_layout import plan_layout
-from .settings import Settings, SettingsError
+from .settings import GUNICORN_BIND_ENV, Settings, SettingsError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,18 +36,27 @@ def main() -> int:
         # Decided here without torch (the master must not map it): on a CPU when no GPU is counted.
         on_cpu = (settings.device or "").startswith("cpu") or (not settings.device and layout.gpus == 0)
         refuse_fp16_on_cpu(settings.precision, on_cpu)
+        nginx = front_wanted(settings)
     except (SettingsError, ModelSourceError, PrecisionError) as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
         return 2
-    print(f"serve: {source.description}; port {settings.port}; {layout.workers} worker(s) x "
+    front = "nginx in front" if nginx else "no front (FRONT=off or nginx not installed)"
+    print(f"serve: {source.description}; port {settings.port}, {front}; {layout.workers} worker(s) x "
           f"{settings.http_threads} HTTP threads, {layout.torch_threads} torch thread(s) each; "
           f"timeout {settings.timeout_s:g} s", flush=True)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
     # No --chdir: relative paths in the settings (MODEL_DIR=model) mean what they meant to the caller.
-    args = [sys.executable, "-m", "gunicorn", "--config", "python:clip_sagemaker.gunicorn_config",
-            "clip_sagemaker.wsgi:create_production_app()"]
-    os.execv(sys.executable, args)
-    return 0  # not reached
+    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:clip_sagemaker.gunicorn_config",
+                "clip_sagemaker.wsgi:create_production_app()"]
+    if nginx is None:
+        os.execv(sys.executable, gunicorn)
+    files = FrontFiles.create()
+    try:
+        write_config(settings, layout, files)
+        os.environ[GUNICORN_BIND_ENV] = f"unix:{files.socket}"
+        return Supervisor(gunicorn, nginx_command(nginx, files), files).run()
+    finally:
+        shutil.rmtree(files.run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

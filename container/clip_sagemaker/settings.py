@@ -22,6 +22,8 @@ MB = 1024 * 1024
 SAGEMAKER_PAYLOAD_LIMIT_MB = 100
 # gunicorn's post_fork hook tells each worker its slot (which GPU it takes) through this variable.
 WORKER_SLOT_ENV = "CLIP_WORKER_SLOT"
+# Where gunicorn listens when the front (nginx) takes the port: the launcher sets it, gunicorn's config reads it.
+GUNICORN_BIND_ENV = "CLIP_GUNICORN_BIND"
 
 # Every variable a user may set, in the order docs/configuration.md lists them.
 ENVIRONMENT: tuple[str, ...] = (
@@ -31,7 +33,7 @@ ENVIRONMENT: tuple[str, ...] = (
     "DEVICE", "PRECISION", "TORCH_NUM_THREADS",
     # the HTTP server
     "SAGEMAKER_BIND_TO_PORT", "SAGEMAKER_MODEL_SERVER_WORKERS", "SERVER_THREADS", "SAGEMAKER_MODEL_SERVER_TIMEOUT",
-    "SAGEMAKER_BATCH", "LOG_LEVEL",
+    "SAGEMAKER_BATCH", "LOG_LEVEL", "FRONT", "CLIENT_TIMEOUT",
     # the model loop and the work around it
     "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_QUEUE", "TEXT_CACHE_SIZE", "TEXT_TRIM", "JPEG_DRAFT", "TORCHSCRIPT", "CPU_PHASES",
     # request limits and Batch Transform
@@ -103,6 +105,17 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> Opti
     return value.lower()
 
 
+def _front(env: Mapping[str, str]) -> str:
+    value = _text(env, "FRONT")
+    if value is None or value.lower() == "auto":
+        return "auto"
+    # Booleans as everywhere else, so that FRONT=true and FRONT=0 mean what they say.
+    try:
+        return "on" if _bool(env, "FRONT", True) else "off"
+    except SettingsError:
+        raise SettingsError(f"FRONT={value!r} must be auto, on or off") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where the model comes from (see model_source.py for the precedence).
@@ -125,6 +138,9 @@ class Settings:
     timeout_s: float = 60.0
     batch_mode: bool = False
     log_level: str = "info"
+    # The buffering front (front.py): "on", "off", or "auto" (on when nginx is installed).
+    front: str = "auto"
+    client_timeout_s: float = 60.0
     # Model loop and the work around it.
     max_batch_size: Optional[int] = None
     max_batch_wait_ms: Optional[float] = None
@@ -174,6 +190,8 @@ class Settings:
             timeout_s=_float(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 600.0 if batch_mode else 60.0, 1.0),
             batch_mode=batch_mode,
             log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error", "critical")) or "info",
+            front=_front(env),
+            client_timeout_s=_float(env, "CLIENT_TIMEOUT", 60.0, 1.0),
             max_batch_size=_int(env, "MAX_BATCH_SIZE", None),
             max_batch_wait_ms=_float(env, "MAX_BATCH_WAIT_MS", None),
             max_queue=_int(env, "MAX_QUEUE", 1024),

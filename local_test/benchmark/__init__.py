@@ -4,10 +4,12 @@ itself in fp32, in one run.
     .venv/bin/python local_test/benchmark.py                 # the full run, about 10-11 minutes on 2 cores
     .venv/bin/python local_test/benchmark.py --quick         # every row once, briefly: a check, not figures
     .venv/bin/python local_test/benchmark.py --scenarios image --rounds 2 --seconds 4 --skip-raw
+    .venv/bin/python local_test/benchmark.py --servers b,e --skip-raw \
+        --scenarios image-c1,image-c8,text-c1,text-c8      # what the front costs, about 4 minutes
 
 Everything is measured side by side on this machine in this run, so the ratios mean something even on a
 noisy machine (absolute figures do not travel between machines; the report names the CPU and whether it
-has AMX). Four things are compared:
+has AMX). Five things are compared:
 
 (a) the raw model: open_clip's own ViT-B-32 in a process of its own, no server (2 torch threads,
     `torch.inference_mode()`), in fp32 and in bf16 (open_clip's `precision="bf16"`: weights bf16, LayerNorms
@@ -20,18 +22,21 @@ has AMX). Four things are compared:
     rounds of its own interleaved with the servers': image-c8 (fp32 batch 8 on tensors; bf16 decode +
     preprocess + batch 8), image-c1 (decode + preprocess + batch-1 forward, fp32 and bf16) and text-c8
     (bf16 trimmed batch 8). The targets use those side-by-side figures;
-(b) `./serve` with the product's defaults (no PRECISION: the product picks it for the hardware);
+(b) `./serve` with the product's defaults (no PRECISION: the product picks it for the hardware), with the
+    front on (FRONT=on: nginx takes the port and passes requests to gunicorn on a unix socket; so the
+    benchmark needs nginx installed);
 (c) `./serve` with MAX_BATCH_SIZE=1 TEXT_CACHE_SIZE=0 TEXT_TRIM=false: one forward pass per item, no text
     cache, texts padded to 77 tokens. (b) vs (c) isolates batching, the cache and trimming;
 (d) `./serve` with PRECISION=fp32: the product as it ran in fp32, for the memory, cold-start and speed
-    ratios against fp32.
+    ratios against fp32;
+(e) `./serve` with FRONT=off: gunicorn on the port itself, for what the front costs.
 
 Every server's environment is the caller's with every name in clip_sagemaker.settings.ENVIRONMENT removed,
 then only its variant's settings added. The servers start one after another (each one's cold start: from
 starting ./serve to the first /ping 200) on free 127.0.0.1 ports (LOG_LEVEL=warning) with a full-size
 ViT-B-32 model directory holding seeded random weights (built once with clip_sagemaker.model_files and
 cached under --work-dir); only one is under load at any moment (the others idle: their threads sleep).
-Each load scenario runs a short warm-up on each, then alternates (b), (c), (d), [(a)]... for --rounds rounds
+Each load scenario runs a short warm-up on each, then alternates (b), (c), (d), (e), [(a)]... for --rounds rounds
 of --seconds each. The client is a pool of threads on the same machine, one requests.Session each, with
 every request body prepared before the clock starts:
 
@@ -57,7 +62,9 @@ At the end it prints markdown tables and the targets, each PASS or MISS:
              VmHWM of (b) <= 0.8 x that of (d); cold start of (b) <= 1.5 x that of (d);
   [batching] image c=8: (b) >= 1.4 x (c); short texts c=8: (b) >= 7 x (c); classification c=4: (b) >= 4 x (c);
   [fp32]     image c=8: (d) >= 0.8 x raw fp32 at batch 8; image c=1 p50 of (d) <= 1.1 x raw fp32 (draft decode
-             + preprocess + batch-1 forward); memory: sampled peak RSS of (b) <= 1.25 x the model-only process.
+             + preprocess + batch-1 forward); memory: sampled peak RSS of (b) <= 1.25 x the model-only process;
+  [front]    p50 at c=1 (images, texts): (b) adds at most 1 ms over (e); throughput at c=8 (images, texts):
+             (b) >= 0.97 x (e); each with its per-round figures, to show when the rounds' spread is larger.
 A target whose inputs were not measured (--scenarios, --skip-raw) is "n/a". The exit status is 0 even when
 a target is missed: this reports, it does not gate.
 

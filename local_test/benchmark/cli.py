@@ -22,7 +22,7 @@ from .machine import busy_cores, machine
 from .processes import ACCOUNTED_PIDS, MemorySampler, tree_hwm_mb, tree_rss_mb
 from .raw_process import SIDE_BY_SIDE, TABLE, RawProcess, measure_table
 from .report import render_report
-from .servers import VARIANTS, Server, child_env, start_servers
+from .servers import VARIANT_NAMES, Server, child_env, start_servers
 from .targets import evaluate_targets
 
 QUICK = {"rounds": 1, "seconds": 2.0, "warmup": 1.0}
@@ -38,6 +38,14 @@ def parse_scenarios(value: str) -> list[str]:
                                              "or image, text, classify")
         chosen.extend(m for m in matches if m not in chosen)
     return [name for name in SCENARIOS if name in chosen]
+
+
+def parse_servers(value: str) -> tuple[str, ...]:
+    chosen = tuple(name for name in VARIANT_NAMES if name in {p.strip() for p in value.split(",")})
+    unknown = {p.strip() for p in value.split(",") if p.strip()} - set(VARIANT_NAMES)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"choose servers from {', '.join(VARIANT_NAMES)}")
+    return chosen
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,14 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenarios", type=parse_scenarios, default=list(SCENARIOS),
                         help=f"comma-separated subset of {', '.join(SCENARIOS)}, or kinds image, text, classify "
                              "(default: all)")
+    parser.add_argument("--servers", type=parse_servers, default=VARIANT_NAMES,
+                        help=f"comma-separated subset of the servers {', '.join(VARIANT_NAMES)} (default: all); "
+                             "b,e with --skip-raw measures only what the front costs")
     parser.add_argument("--skip-raw", action="store_true", help="skip (a), the raw model measurement")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write every figure to this JSON file")
     return parser
 
 
 def estimate_s(args) -> float:
-    start = 30 + 15 * len(VARIANTS)  # facts, idle check, model-only baseline, one cold start per server
-    load = len(args.scenarios) * len(VARIANTS) * (args.warmup + args.rounds * (args.seconds + 0.7))
+    start = 30 + 15 * len(args.servers)  # facts, idle check, model-only baseline, one cold start per server
+    load = len(args.scenarios) * len(args.servers) * (args.warmup + args.rounds * (args.seconds + 0.7))
     if args.skip_raw:
         return start + load
     table = 15 + 25 + len(TABLE) * (args.seconds * TABLE_SHARE + 0.5)  # worker start, fp32 batch 32, rows
@@ -109,10 +120,11 @@ def _raw_table(run: Run, work_dir: Path, seconds: float) -> dict:
     return measure_table(run.raw, seconds)
 
 
-def _start_servers(run: Run, work_dir: Path) -> dict:
-    log("model-only process (the memory baseline), then servers (b), (c), (d) one after another")
+def _start_servers(run: Run, work_dir: Path, names: tuple[str, ...]) -> dict:
+    log(f"model-only process (the memory baseline), then servers {', '.join(f'({n})' for n in names)} one after "
+        "another")
     baseline = model_only.measure(work_dir / "model-vit-b-32")
-    start_servers(work_dir / "model-vit-b-32", work_dir / "logs", run.servers)
+    start_servers(work_dir / "model-vit-b-32", work_dir / "logs", run.servers, names)
     time.sleep(1.0)
     for server in run.servers:
         server.idle_rss_mb, server.idle_hwm_mb = tree_rss_mb(server.pid), tree_hwm_mb(server.pid)
@@ -151,11 +163,11 @@ def _measure(run: Run, args, meta: dict) -> dict:
     work_dir = args.work_dir.resolve()
     jpegs = _prepare(work_dir)
     table = None if args.skip_raw else _raw_table(run, work_dir, args.seconds * TABLE_SHARE)
-    baseline = _start_servers(run, work_dir)
+    baseline = _start_servers(run, work_dir, args.servers)
     cells = _load(run, args, jpegs)
     servers = _server_figures(run.servers)
     config = {"model_dir": str(work_dir / "model-vit-b-32"), "rounds": args.rounds, "seconds": args.seconds,
-              "warmup": args.warmup, "scenarios": args.scenarios,
+              "warmup": args.warmup, "scenarios": args.scenarios, "servers": list(args.servers),
               "jpeg_kb": sum(len(j) for j in jpegs) / len(jpegs) / 1024}
     targets = evaluate_targets({(c.scenario, c.server): c for c in cells}, table, servers, baseline)
     return {"machine": meta, "config": config, "table": table, "servers": servers, "cells": cells,

@@ -36,12 +36,14 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("b", "product defaults", {}),
+    Variant("b", "product defaults (nginx in front)", {"FRONT": "on"}),
     Variant("c", "one forward per item, no cache, padded text",
             {"MAX_BATCH_SIZE": "1", "TEXT_CACHE_SIZE": "0", "TEXT_TRIM": "false"},
             {"max_batch_size": 1, "text_cache.capacity": 0, "trimmed_text": False}),
     Variant("d", "product defaults in fp32 (today's server)", {"PRECISION": "fp32"}, {"precision": "fp32"}),
+    Variant("e", "product defaults without the front (gunicorn on the port)", {"FRONT": "off"}),
 )
+VARIANT_NAMES = tuple(v.name for v in VARIANTS)
 
 
 def child_env() -> dict[str, str]:
@@ -129,10 +131,10 @@ class Server:
         self._log.close()
 
 
-def start_servers(model_dir: Path, log_dir: Path, servers: list[Server]) -> None:
-    """One after another, so that no cold start competes with another for the cores; appends as it goes, so
-    that the caller can stop whatever started, should one fail."""
-    for variant in VARIANTS:
+def start_servers(model_dir: Path, log_dir: Path, servers: list[Server], names: tuple[str, ...]) -> None:
+    """The variants named, one after another, so that no cold start competes with another for the cores;
+    appends as it goes, so that the caller can stop whatever started, should one fail."""
+    for variant in (v for v in VARIANTS if v.name in names):
         server = Server(variant, model_dir, log_dir)
         servers.append(server)
         ACCOUNTED_PIDS.append(server.pid)

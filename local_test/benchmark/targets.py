@@ -111,7 +111,29 @@ def _fp32_targets(f: _Figures, model_only: Optional[dict]) -> list[dict]:
     ]
 
 
+def _front_targets(f: _Figures) -> list[dict]:
+    """What nginx in front costs: (b) with it against (e) without, round by round (the rounds alternate)."""
+    found = []
+    for kind, unit in (("image", "img/s"), ("text", "texts/s")):
+        with_front, without = f.cells.get((f"{kind}-c1", "b")), f.cells.get((f"{kind}-c1", "e"))
+        added = spread = None
+        if with_front and without and with_front.rounds and without.rounds:
+            added = f.p50_ms(f"{kind}-c1", "b") - f.p50_ms(f"{kind}-c1", "e")
+            per_round = [1000 * (percentile(a.latencies_s, 50) - percentile(b.latencies_s, 50))
+                         for a, b in zip(with_front.rounds, without.rounds)]
+            spread = f"; per round {' / '.join(f'{d:+.2f}' for d in per_round)} ms"
+        detail = _versus(f.p50_ms(f"{kind}-c1", "b"), f.p50_ms(f"{kind}-c1", "e"), "ms", 2) + (spread or "")
+        found.append(target(f"[front] {kind} c=1 p50 latency the front adds, ms: (b) - (e)", added, "<=", 1.0,
+                            detail, f.disturbed((f"{kind}-c1", "b"), (f"{kind}-c1", "e"))))
+        rate = _rate_target(f, f"[front] {kind} c=8 throughput: (b) / (e)", f"{kind}-c8", "b", "e", ">=", 0.97, unit)
+        a, b = f.cells.get((f"{kind}-c8", "b")), f.cells.get((f"{kind}-c8", "e"))
+        if a and b and a.rounds and b.rounds:
+            rate["detail"] += "; per round " + " / ".join(f"{x.rate / y.rate:.3f}" for x, y in zip(a.rounds, b.rounds))
+        found.append(rate)
+    return found
+
+
 def evaluate_targets(cells: dict[tuple[str, str], Cell], table: Optional[dict], servers: dict,
                      model_only: Optional[dict]) -> list[dict]:
     f = _Figures(cells, table, servers)
-    return _bf16_targets(f) + _batching_targets(f) + _fp32_targets(f, model_only)
+    return _bf16_targets(f) + _batching_targets(f) + _fp32_targets(f, model_only) + _front_targets(f)
