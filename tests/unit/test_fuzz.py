@@ -34,7 +34,6 @@ UNAVAILABLE_CODES = {"not_ready", "overloaded", "timeout"}
 SEED_ROUTES = ["/embed", "/embeddings", "/rank", "/encode"]
 OPENAI_ROUTES = ["/v1/embeddings"]  # /embeddings answers OpenAI's errors only for bodies with `input`
 WEAVIATE_ROUTES = ["/vectorize"]
-INTEGRATION_ROUTES = OPENAI_ROUTES + ["/embeddings"] + WEAVIATE_ROUTES
 
 
 def fuzz(examples: int):
@@ -149,9 +148,9 @@ openai_bodies = st.one_of(
                                               st.lists(good_items, min_size=1, max_size=3))}, optional=openai_options),
     st.fixed_dictionaries({"input": st.lists(good_images, min_size=1, max_size=2), "modality": st.just("image")},
                           optional=openai_options))
-INTEGRATION_BODIES = {  # each integration route's own valid bodies
+ROUTE_BODIES = {**SEED_BODIES,  # each earlier system's and integration's route, its own valid bodies
     "/v1/embeddings": openai_bodies,
-    "/embeddings": openai_bodies,
+    "/embeddings": st.one_of(SEED_BODIES["/embeddings"], openai_bodies),
     "/vectorize": st.fixed_dictionaries({}, optional={"texts": st.lists(texts.filter(lambda t: len(t) <= 10_000),
                                                                         max_size=3),
                                                       "images": st.lists(good_images, max_size=2)}),
@@ -293,20 +292,12 @@ def test_any_request_body_on_invocations_gets_a_clear_answer(app, body, accept, 
     check(response, "/invocations")
 
 
-@fuzz(250)
-@given(route_and_body=st.tuples(st.sampled_from(SEED_ROUTES), st.booleans()).flatmap(lambda pick: st.tuples(
-           st.just(pick[0]), SEED_BODIES[pick[0]].flatmap(perturbed) if pick[1] else bodies)),
+@fuzz(450)
+@given(route_and_body=st.tuples(st.sampled_from(sorted(ROUTE_BODIES)), st.booleans()).flatmap(lambda pick: st.tuples(
+           st.just(pick[0]), ROUTE_BODIES[pick[0]].flatmap(perturbed) if pick[1] else bodies)),
        accept=accepts, attributes=custom_attributes)
-def test_any_request_body_on_the_seed_routes_gets_a_clear_answer(app, route_and_body, accept, attributes):
-    route, body = route_and_body
-    check(sent(app, route, json.dumps(body).encode(), "application/json", accept, attributes), route)
-
-
-@fuzz(250)
-@given(route_and_body=st.tuples(st.sampled_from(INTEGRATION_ROUTES), st.booleans()).flatmap(lambda pick: st.tuples(
-           st.just(pick[0]), INTEGRATION_BODIES[pick[0]].flatmap(perturbed) if pick[1] else bodies)),
-       accept=accepts, attributes=custom_attributes)
-def test_any_request_body_on_the_integration_routes_gets_a_clear_answer(app, route_and_body, accept, attributes):
+def test_any_request_body_on_the_seed_and_integration_routes_gets_a_clear_answer(app, route_and_body, accept,
+                                                                                 attributes):
     route, body = route_and_body
     check(sent(app, route, json.dumps(body).encode(), "application/json", accept, attributes), route)
 
