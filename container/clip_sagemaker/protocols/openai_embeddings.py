@@ -89,10 +89,10 @@ def parse(body: Any, options: Mapping[str, Any], limits: fields.Limits):
 
     def render(result: tasks.EmbedResult, ctx) -> dict:
         tokens = result.text_tokens or 0
-        return {"object": "list", "model": ctx.info.name,
+        return {"object": "list",
                 "data": [{"object": "embedding", "index": i, "embedding": _encoded(vector, encoding)}
                          for i, vector in enumerate(result.vectors)],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+                "model": ctx.info.name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     return tasks.EmbedTask(items, normalize=True, count_tokens=True), render, check
 
