@@ -31,7 +31,6 @@ class ApiError(Exception):
             error["field"] = self.field
         return {"error": error}
 
-
     def openai_body(self) -> dict[str, Any]:
         body = self.body()
         # OpenAI's two error types: the client's mistake, or the server's trouble (which a client may retry).

@@ -1,6 +1,7 @@
 """Hostile and broken input through the Flask test client on the tiny model: every image format that should
 decode gives open_clip's own embedding, everything else a clear 4xx naming the item (on the integrations'
-routes too, in their clients' error shapes), and the worker is fine after all of it. The corpus is generated here; no binary fixtures.
+routes too, in their clients' error shapes), and the worker is fine after all of it. The corpus is generated
+here; no binary fixtures.
 """
 from __future__ import annotations
 

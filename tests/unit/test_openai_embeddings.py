@@ -6,6 +6,7 @@ tests/integration/test_integrations.py."""
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -146,3 +147,12 @@ def test_while_loading_the_openai_routes_answer_503_in_openais_shape(settings):
     loading = create_app(settings, EngineSlot()).test_client()
     openai_error(post(loading, "/v1/embeddings", {"input": "a"}), 503, "not_ready", None)
     openai_error(get(loading, "/v1/models"), 503, "not_ready", None)
+
+
+def test_json_lines_records_of_openai_bodies_are_answered_each_on_its_own(client, reference):
+    lines = [{"input": TEXTS[0]}, {"input": TEXTS[1], "dimensions": 8}, {"input": [TEXTS[1]]}]
+    response = post(client, "/invocations", "\n".join(map(json.dumps, lines)).encode(), "application/jsonlines")
+    answers = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+    np.testing.assert_allclose(vectors_of(answers[0]), reference.texts(TEXTS[:1]), atol=1e-5)
+    assert answers[1]["error"]["code"] == "unsupported_dimensions"  # refused by itself, before any work
+    np.testing.assert_allclose(vectors_of(answers[2]), reference.texts(TEXTS[1:]), atol=1e-5)
