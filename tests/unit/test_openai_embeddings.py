@@ -93,6 +93,12 @@ def test_other_dimensions_are_refused_saying_why(client, dimensions):
     assert "Matryoshka" in error["message"] and "32" in error["message"]
 
 
+def test_other_dimensions_are_refused_before_any_text_is_embedded(client):
+    misses = client.get("/info").get_json()["text_cache"]["misses"]
+    post(client, "/v1/embeddings", {"input": ["a text no test embeds before"], "dimensions": 8})
+    assert client.get("/info").get_json()["text_cache"]["misses"] == misses
+
+
 @pytest.mark.parametrize("token_ids, param", [([1, 2, 3], "input"), ([[1, 2], [3]], "input[0]")])
 def test_token_ids_are_refused_naming_the_client_setting(client, token_ids, param):
     error = openai_error(post(client, "/v1/embeddings", {"input": token_ids, "model": "text-embedding-ada-002"}),
