@@ -6,6 +6,7 @@ drives the real server the way the module does."""
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -89,3 +90,12 @@ def test_mistakes_are_answered_as_weaviate_reads_errors(client, body, status, sa
 
 def test_a_body_that_is_not_json_is_a_weaviate_error(client):
     assert "JSON" in weaviate_error(client.post("/vectorize", data=b"{"), 400)
+
+
+def test_health_checks_stay_out_of_the_access_log_and_vectorize_is_in_it(client, caplog):
+    with caplog.at_level(logging.INFO, logger="clip_sagemaker.access"):
+        client.get("/.well-known/ready")
+        client.get("/.well-known/live")
+        vectorize(client, {"texts": ["a"]})
+    routes = [json.loads(r.getMessage())["route"] for r in caplog.records if r.name == "clip_sagemaker.access"]
+    assert routes == ["/vectorize"]
