@@ -14,15 +14,18 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from . import codecs
-from .errors import ApiError, internal_error
+from .errors import ApiError, internal_error, render
 from .pipeline import Pipeline
 from .routes.earlier_systems import earlier_system_routes
 from .routes.health import health_routes, json_response
 from .routes.inference import inference_routes
+from .routes.integrations import openai_routes, weaviate_routes
 from .settings import Settings
 
 log = logging.getLogger("clip_sagemaker.access")
 REQUEST_ID_HEADER = "X-Request-Id"
+# Health checks, polled by the platform (SageMaker, Weaviate, Kubernetes): not logged, they would drown the rest.
+QUIET_ROUTES = {"/ping", "/.well-known/live", "/.well-known/ready"}
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -34,7 +37,8 @@ def create_app(settings: Settings, slot) -> Flask:
     app.before_request(_start_request)
     app.after_request(_log_request)
     _register_error_handlers(app, pipeline)
-    for blueprint in (health_routes(pipeline), inference_routes(pipeline), earlier_system_routes(pipeline)):
+    for blueprint in (health_routes(pipeline), inference_routes(pipeline), earlier_system_routes(pipeline),
+                      openai_routes(pipeline), weaviate_routes(pipeline)):
         app.register_blueprint(blueprint)
     return app
 
@@ -48,7 +52,7 @@ def _start_request() -> None:
 
 def _log_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
-    if request.path != "/ping":
+    if request.path not in QUIET_ROUTES:
         # One JSON line per request; never image data or texts, which may be large or private.
         log.info("%s", codecs.encode_json({
             "request_id": g.get("request_id"), "method": request.method, "route": request.path,
@@ -58,22 +62,27 @@ def _log_request(response: Response) -> Response:
     return response
 
 
+def _error_response(error: ApiError, status: int) -> Response:
+    # Routes whose clients read errors in their own shape (OpenAI's, Weaviate's) set g.error_style.
+    return json_response(render(error, g.get("error_style")), status)
+
+
 def _register_error_handlers(app: Flask, pipeline: Pipeline) -> None:
     def api_error(error: ApiError) -> Response:
         g.error_code = error.code
-        return json_response(error.body(), error.status)
+        return _error_response(error, error.status)
 
     def http_error(error: HTTPException) -> Response:
         g.error_code = f"http_{error.code}"
         if error.code == 413:
             return api_error(pipeline.largest_body().refuse())
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.code, "http_error")
-        return json_response(ApiError(error.description, code=code).body(), error.code or 500)
+        return _error_response(ApiError(error.description, code=code), error.code or 500)
 
     def unhandled_error(error: Exception) -> Response:
         log.exception("unhandled error on %s %s id=%s", request.method, request.path, g.get("request_id"))
         g.error_code = "internal_error"
-        return json_response(internal_error().body(), 500)
+        return _error_response(internal_error(), 500)
 
     app.register_error_handler(ApiError, api_error)
     app.register_error_handler(HTTPException, http_error)

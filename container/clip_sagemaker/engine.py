@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor, TimeoutError as FutureTimeout
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -135,6 +135,12 @@ class RequestEncoder:
         good = [rows for rows in prepared if not isinstance(rows, ApiError)]
         vectors = iter(self.encode_rows(IMAGE, good) if good else [])
         return [rows if isinstance(rows, ApiError) else next(vectors) for rows in prepared]
+
+    def token_counts(self, texts: Sequence[str]) -> Optional[list[int]]:
+        """What the model reads of each text: past its context, a text is truncated (or was refused)."""
+        counts = self._engine.model.token_counts(texts)
+        context = self._engine.model.info.context_length
+        return None if counts is None else [min(count, context) for count in counts]
 
     def _refuse_overlong(self, texts: Sequence[str]) -> None:
         context = self._engine.model.info.context_length

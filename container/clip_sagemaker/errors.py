@@ -3,6 +3,10 @@
 Every client mistake is raised as an ApiError carrying its HTTP status, a stable machine-readable code, a
 message for people, and where it happened (a field path such as `images[2]`). app.py renders each one as
 `{"error": {"code", "message", "field"?}}`; anything else that escapes is our bug and becomes a generic 500.
+
+Two integrations' clients read errors in their own shape, so their routes render the same errors in that
+shape (`render`, by the request's error style): OpenAI's clients read `error.message`, `type`, `param` and
+`code` (our body plus `type` and `param`); Weaviate's CLIP module reads `{"error": "<message>"}`.
 """
 from __future__ import annotations
 
@@ -26,6 +30,24 @@ class ApiError(Exception):
         if self.field is not None:
             error["field"] = self.field
         return {"error": error}
+
+    def openai_body(self) -> dict[str, Any]:
+        body = self.body()
+        # OpenAI's two error types: the client's mistake, or the server's trouble (which a client may retry).
+        body["error"].update(type="invalid_request_error" if self.status < 500 else "server_error", param=self.field)
+        return body
+
+    def message_body(self) -> dict[str, Any]:
+        return {"error": self.message}
+
+
+DEFAULT_STYLE, OPENAI_STYLE, WEAVIATE_STYLE = "default", "openai", "weaviate"
+_RENDERERS = {DEFAULT_STYLE: ApiError.body, OPENAI_STYLE: ApiError.openai_body, WEAVIATE_STYLE: ApiError.message_body}
+
+
+def render(error: ApiError, style: Optional[str]) -> dict[str, Any]:
+    """The error's body in the style of the route that raised it (DEFAULT_STYLE when None)."""
+    return _RENDERERS[style or DEFAULT_STYLE](error)
 
 
 def invalid(field: str, message: str, code: str = "invalid_field") -> ApiError:

@@ -67,6 +67,7 @@ class Pipeline:
 
     def _run(self, call: protocols.Call, started: float) -> tuple[tasks.Result, protocols.Context]:
         engine = self.slot.get()
+        call.check(engine.info)
         result = tasks.run(call.task, engine.for_request(started + self.settings.timeout_s))
         return result, protocols.Context(engine.info, started)
 

@@ -32,6 +32,9 @@ class Encoder(Protocol):
     def encode_images_each(self, images: Sequence[ImageSource]) -> list[Union[np.ndarray, ApiError]]:
         """One embedding per image, or, in its place, the ApiError of an image that could not be read."""
 
+    def token_counts(self, texts: Sequence[str]) -> Optional[list[int]]:
+        """The tokens the model reads of each text, or None where its tokenizer cannot count them cheaply."""
+
 
 @dataclass(frozen=True)
 class Item:
@@ -48,12 +51,14 @@ class EmbedTask:
     """Texts and images to embed, in the order the answer lists them."""
     items: tuple[Item, ...]
     normalize: bool = True
+    count_tokens: bool = False  # for formats that report usage (OpenAI's): costs one more tokenizer pass
 
 
 @dataclass(frozen=True)
 class EmbedResult:
     vectors: np.ndarray  # [items, dim], rows in the task's item order
     normalized: bool
+    text_tokens: Optional[int] = None  # the texts' tokens, when the task asked to count them and they could be
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,8 @@ def _fill_by_modality(items: Sequence[Item], results: list, encode_texts, encode
 
 def encode_items(items: Sequence[Item], encoder: Encoder) -> np.ndarray:
     """Embeds mixed texts and images with one encoder call per modality, rows in the items' order."""
+    if not items:  # Weaviate's /vectorize may ask for nothing; no row has a width then
+        return np.empty((0, 0), dtype=np.float32)
     parts: list = [None] * len(items)
     _fill_by_modality(items, parts, encoder.encode_texts, encoder.encode_images)
     return np.stack(parts)
@@ -150,7 +157,14 @@ def embed_each(items: Sequence[Item], normalize: Sequence[bool],
 
 def embed(task: EmbedTask, encoder: Encoder) -> EmbedResult:
     vectors = encode_items(task.items, encoder)
-    return EmbedResult(l2_normalize(vectors) if task.normalize else vectors, normalized=task.normalize)
+    tokens = _text_tokens([item.value for item in task.items if item.is_text], encoder) if task.count_tokens else None
+    return EmbedResult(l2_normalize(vectors) if task.normalize else vectors, normalized=task.normalize,
+                       text_tokens=tokens)
+
+
+def _text_tokens(texts: list[str], encoder: Encoder) -> Optional[int]:
+    counts = encoder.token_counts(texts) if texts else []
+    return None if counts is None else sum(counts)
 
 
 def rank(task: RankTask, encoder: Encoder) -> RankResult:

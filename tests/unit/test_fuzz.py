@@ -5,7 +5,8 @@ any JSON at all; next to them, any JSON document, and any bytes under each Conte
 For every one of them, through the Flask test client on the tiny model:
 
 - no 5xx (a 503 would be allowed only as not_ready / overloaded / timeout, which cannot happen here);
-- every 4xx carries `{"error": {"code": str, "message": str, ...}}` as JSON;
+- every 4xx carries `{"error": {"code": str, "message": str, ...}}` as JSON (on OpenAI's routes with `type` and
+  `param` too; on Weaviate's `/vectorize`, the shape its module reads, `{"error": "<message>"}`);
 - every 200 has a content type the OpenAPI document lists for that route, and a body of that type; JSON Lines
   and CSV requests get exactly one answer per input line.
 
@@ -31,6 +32,8 @@ DOCUMENTED_200 = {route: set(paths["post"]["responses"]["200"]["content"])
                   for route, paths in OPENAPI["paths"].items() if "post" in paths}
 UNAVAILABLE_CODES = {"not_ready", "overloaded", "timeout"}
 SEED_ROUTES = ["/embed", "/embeddings", "/rank", "/encode"]
+OPENAI_ROUTES = ["/v1/embeddings"]  # /embeddings answers OpenAI's errors only for bodies with `input`
+WEAVIATE_ROUTES = ["/vectorize"]
 
 
 def fuzz(examples: int):
@@ -93,6 +96,14 @@ FIELDS = {
     "logit_scale": st.floats(-10, 2000, allow_nan=False),
     "text": texts,
     "image": images,
+    # OpenAI's embeddings API; token ids ([int], [[int]]) among the inputs.
+    "input": st.one_of(texts, images, st.lists(either(st.one_of(
+        texts, images, items, st.integers(-1, 50_000), st.lists(st.integers(0, 50_000), max_size=3)), 8), max_size=4)),
+    "model": texts,
+    "encoding_format": st.sampled_from(["float", "base64", "int8", "FLOAT"]),
+    "modality": st.sampled_from(["text", "image", "audio", "Image"]),
+    "dimensions": st.one_of(st.integers(-2, 64), st.just(32), st.just(2 ** 64)),
+    "user": texts,
     # Misspelt or unknown keys.
     "normalise": st.booleans(),
     "extra": json_values,
@@ -130,6 +141,20 @@ SEED_BODIES = {  # each earlier system's route, its own valid bodies
                                     "candidates": st.lists(good_seed002_items, min_size=1, max_size=3)}),
     "/encode": st.lists(good_seed002_items, min_size=1, max_size=3),
 }
+openai_options = {"model": good_texts, "encoding_format": st.sampled_from(["float", "base64"]),
+                  "dimensions": st.just(32), "user": good_texts}
+openai_bodies = st.one_of(
+    st.fixed_dictionaries({"input": st.one_of(good_texts, st.lists(good_texts, min_size=1, max_size=3),
+                                              st.lists(good_items, min_size=1, max_size=3))}, optional=openai_options),
+    st.fixed_dictionaries({"input": st.lists(good_images, min_size=1, max_size=2), "modality": st.just("image")},
+                          optional=openai_options))
+ROUTE_BODIES = {**SEED_BODIES,  # each earlier system's and integration's route, its own valid bodies
+    "/v1/embeddings": openai_bodies,
+    "/embeddings": st.one_of(SEED_BODIES["/embeddings"], openai_bodies),
+    "/vectorize": st.fixed_dictionaries({}, optional={"texts": st.lists(texts.filter(lambda t: len(t) <= 10_000),
+                                                                        max_size=3),
+                                                      "images": st.lists(good_images, max_size=2)}),
+}
 valid_bodies = st.one_of(
     st.fixed_dictionaries({"task": st.just("embed"), "texts": st.lists(good_texts, min_size=1, max_size=3)},
                           optional={"images": st.lists(good_images, max_size=2), "normalize": st.booleans()}),
@@ -142,6 +167,7 @@ valid_bodies = st.one_of(
     st.fixed_dictionaries({"images": st.lists(good_images, min_size=1, max_size=2), "classes": good_classes},
                           optional=classify_options),
     *SEED_BODIES.values(),
+    openai_bodies,
 )
 
 
@@ -170,6 +196,8 @@ bodies = st.one_of(
     body_of(("texts",), ("normalize",)),  # seed 000
     body_of((), ("text", "image", "normalize")),  # seed 001
     body_of(("queries", "candidates"), ()),  # seed 002 /rank
+    body_of(("input",), ("model", "encoding_format", "modality", "dimensions", "user")),  # OpenAI's
+    body_of((), ("texts", "images")),  # Weaviate's /vectorize
     st.lists(either(items), max_size=4),  # seed 002 /encode
     json_values,  # anything at all
 )
@@ -221,6 +249,12 @@ def check(response, route: str, lines_sent=None) -> None:
     if status != 200:
         assert response.mimetype == "application/json", f"{status} {response.mimetype}: {text[:300]}"
         error = response.get_json()["error"]
+        if route in WEAVIATE_ROUTES:
+            assert isinstance(error, str) and error, text[:300]
+            event(f"error {error[:20]}")
+            return
+        if route in OPENAI_ROUTES:
+            assert error["type"] in ("invalid_request_error", "server_error") and "param" in error, text[:300]
         assert isinstance(error["code"], str) and isinstance(error["message"], str), text[:300]
         assert isinstance(error.get("field", ""), str)
         if status == 503:
@@ -258,11 +292,12 @@ def test_any_request_body_on_invocations_gets_a_clear_answer(app, body, accept, 
     check(response, "/invocations")
 
 
-@fuzz(250)
-@given(route_and_body=st.tuples(st.sampled_from(SEED_ROUTES), st.booleans()).flatmap(lambda pick: st.tuples(
-           st.just(pick[0]), SEED_BODIES[pick[0]].flatmap(perturbed) if pick[1] else bodies)),
+@fuzz(450)
+@given(route_and_body=st.tuples(st.sampled_from(sorted(ROUTE_BODIES)), st.booleans()).flatmap(lambda pick: st.tuples(
+           st.just(pick[0]), ROUTE_BODIES[pick[0]].flatmap(perturbed) if pick[1] else bodies)),
        accept=accepts, attributes=custom_attributes)
-def test_any_request_body_on_the_seed_routes_gets_a_clear_answer(app, route_and_body, accept, attributes):
+def test_any_request_body_on_the_seed_and_integration_routes_gets_a_clear_answer(app, route_and_body, accept,
+                                                                                 attributes):
     route, body = route_and_body
     check(sent(app, route, json.dumps(body).encode(), "application/json", accept, attributes), route)
 
@@ -270,7 +305,7 @@ def test_any_request_body_on_the_seed_routes_gets_a_clear_answer(app, route_and_
 @fuzz(300)
 @given(content_type=st.sampled_from(["application/json", "application/jsonlines", "text/csv", "image/png",
                                      "application/json; charset=utf-16", "application/json; charset=utf-7"]),
-       data=raw_bytes, route=st.sampled_from(["/invocations"] * 3 + SEED_ROUTES))
+       data=raw_bytes, route=st.sampled_from(["/invocations"] * 3 + SEED_ROUTES + OPENAI_ROUTES + WEAVIATE_ROUTES))
 def test_any_bytes_under_every_content_type_get_a_clear_answer(app, content_type, data, route):
     records = content_type in ("application/jsonlines", "text/csv") and route == "/invocations"
     check(sent(app, route, data, content_type), route, expected_lines(data) if records else None)

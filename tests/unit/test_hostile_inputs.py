@@ -1,6 +1,7 @@
 """Hostile and broken input through the Flask test client on the tiny model: every image format that should
-decode gives open_clip's own embedding, everything else a clear 4xx naming the item, and the worker is fine
-after all of it. The corpus is generated here; no binary fixtures.
+decode gives open_clip's own embedding, everything else a clear 4xx naming the item (on the integrations'
+routes too, in their clients' error shapes), and the worker is fine after all of it. The corpus is generated
+here; no binary fixtures.
 """
 from __future__ import annotations
 
@@ -230,6 +231,25 @@ def test_a_bad_image_in_a_seed003_request_names_its_index(hostile, case):
     response = post(hostile, "/invocations", {"images": [b64(JPEG), b64(PNG), _as_json_value(value)],
                                               "classes": ["cat", "dog"]})
     assert error_of(response, status)["field"] == "images[2]"
+
+
+@pytest.mark.parametrize("case", sorted(FAILING))
+def test_a_bad_image_on_the_integration_routes_fails_in_their_clients_shape(hostile, case):
+    value, status, code, _ = FAILING[case]
+    images = [b64(PNG), _as_json_value(value)]
+    error = error_of(post(hostile, "/v1/embeddings", {"input": images, "modality": "image"}), status)
+    assert (error["code"], error["param"], error["type"]) == (code, "input[1]", "invalid_request_error")
+    response = post(hostile, "/vectorize", {"texts": ["a cat"], "images": images})
+    assert response.status_code == status
+    assert response.get_json()["error"].startswith("images[1]: ")  # Weaviate reads the message alone
+
+
+def test_300_items_on_the_integration_routes_are_413_naming_the_setting(hostile):
+    error = error_of(post(hostile, "/v1/embeddings", {"input": ["a cat"] * 300}), 413)
+    assert (error["code"], error["param"]) == ("too_many_items", "input")
+    for body in ({"texts": ["a cat"] * 300}, {"texts": ["a"] * 200, "images": [b64(PNG)] * 100}):
+        response = post(hostile, "/vectorize", body)
+        assert response.status_code == 413 and "MAX_ITEMS" in response.get_json()["error"]
 
 
 def test_a_decompression_bomb_is_refused_from_its_header_at_once(hostile):

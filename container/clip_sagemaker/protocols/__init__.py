@@ -9,8 +9,10 @@ README documents):
 4. an object with `images` + `classes`      → the SageMaker CLIP container's classification (sagemaker_clip.py)
 5. an object with `texts`                   → OpenCLIP as a Service's `/embed` (openclip_service.py)
 6. an object with `text` and/or `image`     → OpenCLIP-API's `/embeddings` (openclip_api.py)
+7. an object with `input`                   → OpenAI's embeddings API (openai_embeddings.py)
 
-Each earlier system's own route calls `parse_as` with its format, so its bodies never need detecting.
+Each earlier system's own route calls `parse_as` with its format, so its bodies never need detecting; so do
+the integrations' routes (Weaviate's `/vectorize` takes weaviate_clip.py's format, never detected).
 `options` come from the X-Amzn-SageMaker-Custom-Attributes header; a body's own fields win over them.
 """
 from __future__ import annotations
@@ -23,7 +25,8 @@ import numpy as np
 
 from ..errors import ApiError
 from ..tasks import Classification, EmbedResult, RankResult, Result, Task
-from . import clip_api_service, sagemaker_clip, task_format, openclip_api, openclip_service
+from . import (clip_api_service, openai_embeddings, openclip_api, openclip_service, sagemaker_clip, task_format,
+               weaviate_clip)
 from .fields import Limits, type_name
 
 
@@ -38,14 +41,21 @@ class Context:
 
 
 Render = Callable[[Result, Context], Any]
-Parse = Callable[[Any, Mapping[str, Any], int], "tuple[Task, Render]"]
+Check = Callable[[Any], None]
+Parse = Callable[[Any, Mapping[str, Any], int], "tuple[Task, Render] | tuple[Task, Render, Check]"]
+
+
+def _fits_any_model(info: Any) -> None:
+    """The Check of formats that ask nothing of the served model."""
 
 
 @dataclass(frozen=True)
 class Call:
-    """What a request asks for, and how to turn the task's result into that format's answer."""
+    """What a request asks for, how to turn the task's result into that format's answer, and what the request
+    needs of the served model (`check(info)` raises an ApiError before any work when the model cannot do it)."""
     task: Task
     render: Render
+    check: Check = _fits_any_model
 
 
 def _is_object_with(*keys: str) -> Callable[[Any], bool]:
@@ -59,8 +69,10 @@ FORMATS: tuple[tuple[str, Callable[[Any], bool], Parse], ...] = (
     ("sagemaker clip", _is_object_with("images", "classes"), sagemaker_clip.parse),
     ("embed", _is_object_with("texts"), openclip_service.parse),
     ("embeddings", lambda body: isinstance(body, dict) and ("text" in body or "image" in body), openclip_api.parse),
+    ("openai embeddings", _is_object_with("input"), openai_embeddings.parse),
 )
 _PARSERS = {name: parse for name, _, parse in FORMATS}
+_PARSERS["weaviate vectorize"] = weaviate_clip.parse
 
 
 def detect(body: Any, options: Mapping[str, Any], limits: Limits) -> Call:

@@ -44,10 +44,10 @@ def reject_unknown(body: dict, allowed: set[str], where: str) -> None:
                        code="unknown_field", field=unknown[0])
 
 
-def text(value: Any, field: str, limits: Limits) -> str:
+def text(value: Any, field: str, limits: Limits, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise invalid(field, f"must be a string, got {type_name(value)}")
-    if not value.strip():
+    if not allow_empty and not value.strip():
         raise invalid(field, "must not be empty", code="empty_text")
     if len(value) > limits.max_text_chars:
         raise ApiError(f"{field}: {len(value)} characters, above the limit of {limits.max_text_chars} "
@@ -80,13 +80,21 @@ def items_list(body: dict, key: str, limits: Limits, required: bool = True) -> l
     return as_list(body.get(key, _MISSING), key, limits, required)
 
 
+def check_total(texts: tuple, images: tuple, limits: Limits) -> None:
+    """Texts and images of one request together are held to MAX_ITEMS, as each list is on its own."""
+    if len(texts) + len(images) > limits.max_items:
+        raise ApiError(f"{len(texts) + len(images)} texts and images together, above the limit of "
+                       f"{limits.max_items} (MAX_ITEMS)", code="too_many_items", status=413)
+
+
 def with_options(body: dict, options: Mapping[str, Any], accepted: set[str]) -> dict:
     """The body with the header options it accepts filled in; a field in the body itself wins."""
     return {**{k: v for k, v in options.items() if k in accepted}, **body}
 
 
-def texts(body: dict, key: str, limits: Limits, required: bool = True) -> tuple[str, ...]:
-    return tuple(text(v, f"{key}[{i}]", limits) for i, v in enumerate(items_list(body, key, limits, required)))
+def texts(body: dict, key: str, limits: Limits, required: bool = True, allow_empty: bool = False) -> tuple[str, ...]:
+    return tuple(text(v, f"{key}[{i}]", limits, allow_empty)
+                 for i, v in enumerate(items_list(body, key, limits, required)))
 
 
 def images(body: dict, key: str, limits: Limits, required: bool = True) -> tuple[ImageSource, ...]:

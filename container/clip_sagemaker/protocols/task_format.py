@@ -38,9 +38,7 @@ def _embed(body: dict, options: Mapping[str, Any], limits: fields.Limits):
     images = fields.images(body, "images", limits, required=False)
     if not texts and not images:
         raise ApiError("task embed needs at least one of texts or images", code="missing_field", field="texts")
-    if len(texts) + len(images) > limits.max_items:
-        raise ApiError(f"{len(texts) + len(images)} texts and images together, above the limit of "
-                       f"{limits.max_items} (MAX_ITEMS)", code="too_many_items", status=413)
+    fields.check_total(texts, images, limits)
     task = tasks.EmbedTask(tuple(tasks.Item(v) for v in (*texts, *images)),
                            normalize=fields.boolean(body, "normalize", True))
     return task, embed_renderer(len(texts))

@@ -1,11 +1,14 @@
 """The earlier systems' own routes, each taking only its own format: OpenCLIP as a Service's POST /embed,
-OpenCLIP-API's POST /embeddings, CLIP-API-service's POST /rank and POST /encode."""
+OpenCLIP-API's POST /embeddings, CLIP-API-service's POST /rank and POST /encode.
+
+/embeddings is shared with OpenAI's clients: a body with `input` is theirs (routes/integrations.py)."""
 from __future__ import annotations
 
 from flask import Blueprint, Response
 
 from .. import codecs, protocols
 from ..pipeline import Pipeline
+from .integrations import answer_openai
 
 # route → the protocols format it takes
 ROUTES = {"/embed": "embed", "/embeddings": "embeddings", "/rank": "rank", "/encode": "encode"}
@@ -16,9 +19,11 @@ def earlier_system_routes(pipeline: Pipeline) -> Blueprint:
 
     def route_for(format_name: str):
         def handler() -> Response:
+            body = pipeline.json_body()
+            if format_name == "embeddings" and isinstance(body, dict) and "input" in body:
+                return answer_openai(pipeline, body)
             accept = pipeline.accept((codecs.JSON, codecs.NPY))
-            call = protocols.parse_as(format_name, pipeline.json_body(), pipeline.options(), pipeline.limits)
-            return pipeline.answer(call, accept)
+            return pipeline.answer(protocols.parse_as(format_name, body, pipeline.options(), pipeline.limits), accept)
         handler.__name__ = f"earlier_{format_name}"
         return handler
 
