@@ -19,6 +19,7 @@ from .pipeline import Pipeline
 from .routes.earlier_systems import earlier_system_routes
 from .routes.health import health_routes, json_response
 from .routes.inference import inference_routes
+from .routes.models import model_routes
 from .settings import Settings
 
 log = logging.getLogger("clip_sagemaker.access")
@@ -27,14 +28,18 @@ _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def create_app(settings: Settings, slot) -> Flask:
-    """`slot` holds the engine (readiness.EngineSlot, or a test double with the same `ready()` / `get()`)."""
+    """`slot` holds the engine (readiness.EngineSlot, or a test double with the same `ready()` / `get()`);
+    with `settings.multi_model`, it is the multi_model.ModelRegistry, and the /models routes are served."""
     app = Flask(__name__)
     pipeline = Pipeline(settings, slot)
     app.config["MAX_CONTENT_LENGTH"] = pipeline.largest_body().bytes
     app.before_request(_start_request)
     app.after_request(_log_request)
     _register_error_handlers(app, pipeline)
-    for blueprint in (health_routes(pipeline), inference_routes(pipeline), earlier_system_routes(pipeline)):
+    blueprints = [health_routes(pipeline), inference_routes(pipeline), earlier_system_routes(pipeline)]
+    if settings.multi_model:
+        blueprints.append(model_routes(pipeline, slot))
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     return app
 

@@ -41,6 +41,10 @@ class QueueFull(Exception):
     """More work is waiting than the loop is allowed to hold."""
 
 
+class LoopStopped(RuntimeError):
+    """The loop was stopped (its model unloaded) before it ran this job."""
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     # torch.OutOfMemoryError (torch.cuda.OutOfMemoryError): matched by name, to keep torch out of this module.
     return type(exc).__name__ == "OutOfMemoryError"
@@ -105,7 +109,7 @@ class ModelLoop:
                 break
         for job in leftovers:
             if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(RuntimeError("the model loop was stopped"))
+                job.future.set_exception(LoopStopped("the model loop was stopped"))
 
     def healthy(self) -> bool:
         busy_since = self._busy_since

@@ -75,6 +75,13 @@ def _from_directory(directory: Path, variable: str, explicit: bool, kind: str) -
     return None
 
 
+def check_model_directory(directory: Path, what: str) -> ModelSource:
+    """The model `directory` holds; a ModelSourceError that names `what` (a setting, a field) when none."""
+    source = _from_directory(directory, what, True, "model directory")
+    assert source is not None  # explicit: a directory without a model raises
+    return source
+
+
 def _from_model_dir(settings: Settings) -> Optional[ModelSource]:
     return _from_directory(Path(settings.model_dir), "MODEL_DIR", settings.model_dir_explicit, "model directory")
 
