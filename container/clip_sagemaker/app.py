@@ -59,6 +59,8 @@ def _log_request(response: Response) -> Response:
             "request_id": g.get("request_id"), "method": request.method, "route": request.path,
             "status": response.status_code, "items": g.get("items", 0), "error": g.get("error_code"),
             "duration_ms": round(1000 * (time.monotonic() - g.get("started", time.monotonic())), 1),
+            # A multi-model endpoint's caller's TargetModel (routes/models.py); absent elsewhere.
+            **({"target_model": g.target_model} if g.get("target_model") else {}),
         }).decode())
     return response
 

@@ -148,10 +148,9 @@ class RequestEncoder:
     def encode_rows(self, modality: str, rows: list) -> np.ndarray:
         try:
             futures = self._engine.loop.submit(modality, rows)
+            return np.concatenate([f.result(timeout=max(0.0, self._deadline - time.monotonic())) for f in futures])
         except QueueFull as exc:
             raise Unavailable(f"the server is overloaded: {exc}; retry later", code="overloaded") from None
-        try:
-            return np.concatenate([f.result(timeout=max(0.0, self._deadline - time.monotonic())) for f in futures])
         except (FutureTimeout, CancelledError):
             for future in futures:
                 future.cancel()  # frees the queue slots of work nobody is waiting for any more
@@ -159,7 +158,7 @@ class RequestEncoder:
                               f"({self._engine.settings.timeout_s:g} s, SAGEMAKER_MODEL_SERVER_TIMEOUT)",
                               code="timeout") from None
         except LoopStopped:
-            raise Unavailable("the model was unloaded while this request waited for it", code="model_unloaded") from None
+            raise Unavailable("the model was unloaded while this request ran", code="model_unloaded") from None
 
 
 def build_engine(settings: Settings, layout: Layout, phases: Optional[CpuPhases] = None) -> Engine:

@@ -118,6 +118,8 @@ class ModelLoop:
 
     def submit(self, modality: str, rows: Sequence[Any]) -> list[Future]:
         """Queue rows for encoding; one future per chunk of at most max_batch_size rows, in order."""
+        if self._stopping.is_set():
+            raise LoopStopped("the model loop was stopped")  # nobody would ever take the work
         jobs = [_Job(modality, rows[i:i + self.max_batch_size]) for i in range(0, len(rows), self.max_batch_size)]
         for index, job in enumerate(jobs):
             try:

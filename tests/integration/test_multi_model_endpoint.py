@@ -43,8 +43,11 @@ def test_two_models_load_answer_unload_and_the_memory_limit_holds(serve, tmp_pat
     assert _load(server, "siglip", tiny_siglip_dir).status_code == 200
     assert _load(server, "clip", tiny_model_dir).status_code == 409
 
+    log_offset = len(server.log())
     status, vector = _embed_text(server, "clip", "a red car")
     assert status == 200 and cosine(vector, reference.texts(["a red car"])[0]) > 0.9999
+    logged = server.requests_logged(log_offset)
+    assert [(r["route"], r["target_model"]) for r in logged] == [("/models/clip/invoke", "clip.tar.gz")]
     image = pattern(7)
     npy = post(server, "/models/siglip/invoke", {"task": "embed", "images": [b64(image)]}, Accept="application/x-npy")
     assert npy.headers["Content-Type"] == "application/x-npy"

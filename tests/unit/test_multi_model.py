@@ -225,3 +225,15 @@ def test_the_answer_of_an_npy_invoke_is_the_models_own_embedding(mm, tiny_siglip
     array = np.load(io.BytesIO(response.get_data()))
     assert cosine(array[0], siglip_reference.images([image])[0]) > 0.9999
     assert json.loads(get(client, "/models/s").get_data())["info"]["embed_dim"] == array.shape[1]
+
+
+def test_a_request_still_running_on_a_model_being_unloaded_gets_503_model_unloaded(mm, tiny_model_dir):
+    from clip_sagemaker.errors import ApiError
+
+    client, registry = mm
+    load(client, "m", tiny_model_dir)
+    engine = registry.find("m").slot.get()  # what an invoke already under way holds
+    registry.unload("m")
+    with pytest.raises(ApiError) as refused:
+        engine.for_request(time.monotonic() + 30).encode_texts(["a text no cache holds"])
+    assert (refused.value.status, refused.value.code) == (503, "model_unloaded")

@@ -3,7 +3,7 @@ POST /models (load), GET /models (list, paged), GET /models/{name}, DELETE /mode
 POST /models/{name}/invoke, which answers exactly what /invocations answers, on that model.
 
 The registry (multi_model.py) does the work; SageMaker passes the caller's TargetModel in
-X-Amzn-SageMaker-Target-Model, which is logged.
+X-Amzn-SageMaker-Target-Model, which is logged (on loads, and as `target_model` in the access log).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from flask import Blueprint, Response, g, request
 from ..multi_model import MAX_PAGE, LoadedModel, ModelRegistry
 from ..pipeline import Pipeline
 from ..protocols import fields
+from ..readiness import EngineSlot
 from ..settings import MB
 from .health import json_response
 from .inference import invoke
@@ -60,7 +61,10 @@ def model_routes(pipeline: Pipeline, registry: ModelRegistry) -> Blueprint:
 
     @routes.post("/models/<name>/invoke")
     def invoke_model(name: str) -> Response:
-        g.engine_slot = registry.find(name).slot
+        g.target_model = request.headers.get(TARGET_MODEL_HEADER)
+        # The engine itself, not its slot: unloaded meanwhile, the request's work is refused with a 503
+        # `model_unloaded` rather than waiting for a loop that is gone.
+        g.engine_slot = EngineSlot(registry.find(name).slot.get())
         return invoke(pipeline)
 
     return routes
