@@ -33,14 +33,15 @@ def main() -> None:
     registry = multi_model.ModelRegistry(settings, plan_layout(settings), on_failure=lambda exc: sys.exit(exc))
     while not registry.ready():
         time.sleep(0.1)
-    weights = memory.rss_bytes(), (args.model_dir / "open_clip_model.safetensors").stat().st_size
-    before, size = weights
+    before, size = memory.rss_bytes(), (args.model_dir / "open_clip_model.safetensors").stat().st_size
+    started = time.monotonic()
     registry.load("m", str(args.model_dir))
+    load_s = time.monotonic() - started
     loaded = memory.rss_bytes()
     registry.unload("m")
     time.sleep(1)
     after = memory.rss_bytes()
-    print(f"weights file {size / MB:.0f} MB; RSS before load {before / MB:.0f} MB, after load {loaded / MB:.0f} MB "
+    print(f"weights file {size / MB:.0f} MB, loaded in {load_s:.1f} s; RSS before load {before / MB:.0f} MB, after load {loaded / MB:.0f} MB "
           f"(+{(loaded - before) / MB:.0f} MB = {(loaded - before) / size:.2f}x the file), after unload "
           f"{after / MB:.0f} MB ({'without' if args.no_trim else 'with'} malloc_trim)")
 
