@@ -75,11 +75,11 @@ def _from_directory(directory: Path, variable: str, explicit: bool, kind: str) -
     return None
 
 
-def check_model_directory(directory: Path, what: str) -> ModelSource:
-    """The model `directory` holds; a ModelSourceError that names `what` (a setting, a field) when none."""
-    source = _from_directory(directory, what, True, "model directory")
-    assert source is not None  # explicit: a directory without a model raises
-    return source
+def require_model_directory(directory: Path, what: str) -> Optional[Path]:
+    """The weights file of the model `directory` holds; a ModelSourceError that names `what` (a setting, a
+    field) when it holds none."""
+    _from_directory(directory, what, True, "model directory")
+    return weights_in(directory)
 
 
 def _from_model_dir(settings: Settings) -> Optional[ModelSource]:

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 from . import memory
 from .cpu_phases import CpuPhases
 from .errors import ApiError, Unavailable
-from .model_source import ModelSourceError, check_model_directory, weights_in
+from .model_source import ModelSourceError, require_model_directory
 from .readiness import EngineSlot
 from .settings import MB, Settings
 from .worker_layout import Layout
@@ -172,12 +172,9 @@ def _model_weights(directory: Path) -> Path:
         raise ApiError(f"url: {directory} is not a directory (SageMaker unpacks the model's .tar.gz into the "
                        f"directory it names)", code="model_url_not_found", field="url", status=404)
     try:
-        check_model_directory(directory, "url")
+        return require_model_directory(directory, "url")
     except ModelSourceError as exc:
         raise ApiError(str(exc), code="invalid_model_directory", field="url") from None
-    weights = weights_in(directory)
-    assert weights is not None  # check_model_directory found them
-    return weights
 
 
 def _out_of_memory(exc: BaseException) -> bool:
