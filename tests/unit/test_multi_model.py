@@ -116,7 +116,7 @@ def test_loading_a_name_already_loaded_is_409_and_keeps_the_first(mm, tiny_model
     assert get(client, "/models/m").get_json()["modelUrl"] == str(tiny_model_dir)
 
 
-def test_a_missing_directory_is_404_and_one_without_a_model_is_400(mm, tmp_path, tiny_model_dir):
+def test_a_missing_directory_is_404_and_one_without_a_loadable_model_is_400(mm, tmp_path, tiny_model_dir):
     client, _ = mm
     missing = load(client, "m", tmp_path / "nowhere")
     assert missing.status_code == 404
@@ -129,6 +129,9 @@ def test_a_missing_directory_is_404_and_one_without_a_model_is_400(mm, tmp_path,
     assert invalid.status_code == 400
     assert invalid.get_json()["error"]["code"] == "invalid_model_directory"
     assert "open_clip_model.safetensors" in invalid.get_json()["error"]["message"]
+    (half / "open_clip_model.safetensors").write_bytes(b"not a safetensors file")
+    broken = load(client, "m", half)
+    assert (broken.status_code, broken.get_json()["error"]["code"]) == (400, "model_load_failed")
     assert get(client, "/models").get_json() == {"models": []}
 
 
