@@ -67,6 +67,8 @@ COPY serve /opt/ml/code/serve
 COPY container/ /opt/ml/code/
 
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+# Multi-model endpoints (SAGEMAKER_MULTI_MODEL=true): the container speaks the /models API.
+LABEL com.amazonaws.sagemaker.capabilities.multi-models=true
 
 # model-server, numeric so that "runs as non-root" checks can verify it without the image's /etc/passwd.
 USER 1000:1000

@@ -158,16 +158,18 @@ make_tiny_model() {
 }
 
 check_image_config() {
-  local user label cmd entrypoint
+  local user label multi_models cmd entrypoint
   user="$("$DOCKER" image inspect -f '{{.Config.User}}' "$IMAGE")"
   label="$("$DOCKER" image inspect -f '{{index .Config.Labels "com.amazonaws.sagemaker.capabilities.accept-bind-to-port"}}' "$IMAGE")"
+  multi_models="$("$DOCKER" image inspect -f '{{index .Config.Labels "com.amazonaws.sagemaker.capabilities.multi-models"}}' "$IMAGE")"
   cmd="$("$DOCKER" image inspect -f '{{json .Config.Cmd}}' "$IMAGE")"
   entrypoint="$("$DOCKER" image inspect -f '{{json .Config.Entrypoint}}' "$IMAGE")"
   [ "$user" = "1000:1000" ] || fail "image user is '$user', expected 1000:1000"
   [ "$label" = "true" ] || fail "label accept-bind-to-port is '$label'"
+  [ "$multi_models" = "true" ] || fail "label multi-models is '$multi_models'"
   [ "$cmd" = '["serve"]' ] || fail "CMD is $cmd"
   [ "$entrypoint" = "null" ] || fail "ENTRYPOINT is $entrypoint: SageMaker's 'serve' argument must replace CMD"
-  say "user $user, label accept-bind-to-port=$label, CMD $cmd, no ENTRYPOINT"
+  say "user $user, labels accept-bind-to-port=$label multi-models=$multi_models, CMD $cmd, no ENTRYPOINT"
   # Neither the proxy CA (a build secret) nor the local wheels (a bind mount) may be in the image.
   if "$DOCKER" history --no-trunc "$IMAGE" | grep -q 'BEGIN CERTIFICATE'; then fail "a certificate in the image history"; fi
   if "$DOCKER" image inspect -f '{{json .Config.Env}}' "$IMAGE" | grep -qiE 'PIP_CERT|PROXY'; then

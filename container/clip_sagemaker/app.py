@@ -20,6 +20,7 @@ from .routes.earlier_systems import earlier_system_routes
 from .routes.health import health_routes, json_response
 from .routes.inference import inference_routes
 from .routes.integrations import openai_routes, weaviate_routes
+from .routes.models import model_routes
 from .settings import Settings
 
 log = logging.getLogger("clip_sagemaker.access")
@@ -30,15 +31,19 @@ _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def create_app(settings: Settings, slot) -> Flask:
-    """`slot` holds the engine (readiness.EngineSlot, or a test double with the same `ready()` / `get()`)."""
+    """`slot` holds the engine (readiness.EngineSlot, or a test double with the same `ready()` / `get()`);
+    with `settings.multi_model`, it is the multi_model.ModelRegistry, and the /models routes are served."""
     app = Flask(__name__)
     pipeline = Pipeline(settings, slot)
     app.config["MAX_CONTENT_LENGTH"] = pipeline.largest_body().bytes
     app.before_request(_start_request)
     app.after_request(_log_request)
     _register_error_handlers(app, pipeline)
-    for blueprint in (health_routes(pipeline), inference_routes(pipeline), earlier_system_routes(pipeline),
-                      openai_routes(pipeline), weaviate_routes(pipeline)):
+    blueprints = [health_routes(pipeline), inference_routes(pipeline), earlier_system_routes(pipeline),
+                  openai_routes(pipeline), weaviate_routes(pipeline)]
+    if settings.multi_model:
+        blueprints.append(model_routes(pipeline, slot))
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     return app
 
@@ -58,6 +63,8 @@ def _log_request(response: Response) -> Response:
             "request_id": g.get("request_id"), "method": request.method, "route": request.path,
             "status": response.status_code, "items": g.get("items", 0), "error": g.get("error_code"),
             "duration_ms": round(1000 * (time.monotonic() - g.get("started", time.monotonic())), 1),
+            # A multi-model endpoint's caller's TargetModel (routes/models.py); absent elsewhere.
+            **({"target_model": g.target_model} if g.get("target_model") else {}),
         }).decode())
     return response
 

@@ -9,7 +9,11 @@ phase has every core to itself: preparation starts freely while no forward runs 
 waits), waits while one runs, and the model loop lets the preparations already under way finish before it
 takes its next batch, so their images join it.
 
-On a GPU the forward does not occupy the CPU's cores: `enabled=False` makes every call a no-op.
+On a GPU the forward does not occupy the CPU's cores: `enabled=False` makes preparation free to overlap.
+
+Forward passes never overlap one another, enabled or not: torch's intra-op pool is per calling thread
+(OpenMP), so two model loops in one process (a multi-model endpoint's models, which share one CpuPhases)
+running forwards at once would run two teams of threads on the same cores.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ class CpuPhases:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self._changed = threading.Condition()
+        self._one_forward = threading.Lock()
         self._forward_running = False
         self._preparing = 0
 
@@ -49,15 +54,17 @@ class CpuPhases:
 
     @contextmanager
     def forward(self) -> Iterator[None]:
-        """Model loop: around a forward pass. Preparations that start meanwhile wait for its end."""
-        if not self.enabled:
-            yield
-            return
-        with self._changed:
-            self._forward_running = True
-        try:
-            yield
-        finally:
+        """Model loop: around a forward pass. Waits for another loop's forward to end; preparations that
+        start meanwhile wait for its end."""
+        with self._one_forward:
+            if not self.enabled:
+                yield
+                return
             with self._changed:
-                self._forward_running = False
-                self._changed.notify_all()
+                self._forward_running = True
+            try:
+                yield
+            finally:
+                with self._changed:
+                    self._forward_running = False
+                    self._changed.notify_all()

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .cpu_phases import CpuPhases
-from .model_loop import ModelLoop, QueueFull
+from .model_loop import LoopStopped, ModelLoop, QueueFull
 from .errors import ApiError, Unavailable
 from .fetch import FetchPolicy
 from .inputs import ImageSource, UrlReader, decode_image, image_bytes
@@ -40,14 +40,15 @@ def default_batch_wait_ms(device: str) -> float:
 
 
 class Engine:
-    def __init__(self, model: ClipModel, settings: Settings):
+    def __init__(self, model: ClipModel, settings: Settings, phases: Optional[CpuPhases] = None):
+        """`phases`: shared by every engine of a process that holds several models (multi_model.py)."""
         self.model = model
         self.settings = settings
         wait_ms = settings.max_batch_wait_ms
         if wait_ms is None:
             wait_ms = default_batch_wait_ms(model.info.device)
         # On a CPU, image preparation and forward passes take turns on the cores (cpu_phases.py).
-        self.phases = CpuPhases(enabled=model.info.device.startswith("cpu") and settings.cpu_phases)
+        self.phases = phases or CpuPhases(enabled=model.info.device.startswith("cpu") and settings.cpu_phases)
         self.loop = ModelLoop(model.encode, settings.max_batch_size or default_batch_size(model.info.device),
                               settings.max_queue, stuck_after_s=settings.timeout_s,
                               max_wait_s=wait_ms / 1000, phases=self.phases).start()
@@ -153,26 +154,27 @@ class RequestEncoder:
     def encode_rows(self, modality: str, rows: list) -> np.ndarray:
         try:
             futures = self._engine.loop.submit(modality, rows)
+            return np.concatenate([f.result(timeout=max(0.0, self._deadline - time.monotonic())) for f in futures])
         except QueueFull as exc:
             raise Unavailable(f"the server is overloaded: {exc}; retry later", code="overloaded") from None
-        try:
-            return np.concatenate([f.result(timeout=max(0.0, self._deadline - time.monotonic())) for f in futures])
         except (FutureTimeout, CancelledError):
             for future in futures:
                 future.cancel()  # frees the queue slots of work nobody is waiting for any more
             raise Unavailable("the request ran past its deadline "
                               f"({self._engine.settings.timeout_s:g} s, SAGEMAKER_MODEL_SERVER_TIMEOUT)",
                               code="timeout") from None
+        except LoopStopped:
+            raise Unavailable("the model was unloaded while this request ran", code="model_unloaded") from None
 
 
-def build_engine(settings: Settings, layout: Layout) -> Engine:
+def build_engine(settings: Settings, layout: Layout, phases: Optional[CpuPhases] = None) -> Engine:
     source = resolve_model_source(settings)
     log.info("loading %s", source.description)
     started = time.monotonic()
     model = load_model(source, device=settings.device, precision=settings.precision,
                        torch_threads=layout.torch_threads, trim_text=settings.trim_text,
                        freeze_towers=settings.torchscript)
-    engine = Engine(model, settings)
+    engine = Engine(model, settings, phases)
     engine.warm_up()
     info = model.info
     log.info("model ready in %.1f s: %s on %s (%s: %s), embedding dim %d, image size %s, %d torch threads, batch %d",

@@ -17,11 +17,13 @@ class ApiError(Exception):
     status = 400
 
     def __init__(self, message: str, code: str = "invalid_request", field: Optional[str] = None,
-                 status: Optional[int] = None):
+                 status: Optional[int] = None, details: Optional[dict[str, Any]] = None):
+        """`details`: figures a program may act on (the memory a model needs and the memory available)."""
         super().__init__(message)
         self.message = message
         self.code = code
         self.field = field
+        self.details = details or {}
         if status is not None:
             self.status = status
 
@@ -29,7 +31,7 @@ class ApiError(Exception):
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.field is not None:
             error["field"] = self.field
-        return {"error": error}
+        return {"error": {**error, **self.details}}
 
     def openai_body(self) -> dict[str, Any]:
         body = self.body()

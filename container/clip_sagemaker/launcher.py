@@ -31,7 +31,8 @@ def main() -> int:
     try:
         settings = Settings.from_env()
         FetchPolicy.from_settings(settings)
-        source = resolve_model_source(settings)
+        # A multi-model endpoint starts with no model: SageMaker loads them over POST /models.
+        source = None if settings.multi_model else resolve_model_source(settings)
         layout = plan_layout(settings)
         # Decided here without torch (the master must not map it): on a CPU when no GPU is counted.
         on_cpu = (settings.device or "").startswith("cpu") or (not settings.device and layout.gpus == 0)
@@ -40,8 +41,9 @@ def main() -> int:
     except (SettingsError, ModelSourceError, PrecisionError) as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
         return 2
+    described = source.description if source else "multi-model endpoint (models are loaded over POST /models)"
     front = "nginx in front" if nginx else "no front (FRONT=off or nginx not installed)"
-    print(f"serve: {source.description}; port {settings.port}, {front}; {layout.workers} worker(s) x "
+    print(f"serve: {described}; port {settings.port}, {front}; {layout.workers} worker(s) x "
           f"{settings.http_threads} HTTP threads, {layout.torch_threads} torch thread(s) each; "
           f"timeout {settings.timeout_s:g} s", flush=True)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))

@@ -41,6 +41,10 @@ class QueueFull(Exception):
     """More work is waiting than the loop is allowed to hold."""
 
 
+class LoopStopped(RuntimeError):
+    """The loop was stopped (its model unloaded) before it ran this job."""
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     # torch.OutOfMemoryError (torch.cuda.OutOfMemoryError): matched by name, to keep torch out of this module.
     return type(exc).__name__ == "OutOfMemoryError"
@@ -105,7 +109,7 @@ class ModelLoop:
                 break
         for job in leftovers:
             if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(RuntimeError("the model loop was stopped"))
+                job.future.set_exception(LoopStopped("the model loop was stopped"))
 
     def healthy(self) -> bool:
         busy_since = self._busy_since
@@ -114,6 +118,8 @@ class ModelLoop:
 
     def submit(self, modality: str, rows: Sequence[Any]) -> list[Future]:
         """Queue rows for encoding; one future per chunk of at most max_batch_size rows, in order."""
+        if self._stopping.is_set():
+            raise LoopStopped("the model loop was stopped")  # nobody would ever take the work
         jobs = [_Job(modality, rows[i:i + self.max_batch_size]) for i in range(0, len(rows), self.max_batch_size)]
         for index, job in enumerate(jobs):
             try:

@@ -75,6 +75,13 @@ def _from_directory(directory: Path, variable: str, explicit: bool, kind: str) -
     return None
 
 
+def require_model_directory(directory: Path, what: str) -> Optional[Path]:
+    """The weights file of the model `directory` holds; a ModelSourceError that names `what` (a setting, a
+    field) when it holds none."""
+    _from_directory(directory, what, True, "model directory")
+    return weights_in(directory)
+
+
 def _from_model_dir(settings: Settings) -> Optional[ModelSource]:
     return _from_directory(Path(settings.model_dir), "MODEL_DIR", settings.model_dir_explicit, "model directory")
 

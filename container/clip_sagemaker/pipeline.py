@@ -65,15 +65,19 @@ class Pipeline:
 
     # ---- answering ----------------------------------------------------------------------------------------------
 
-    def _run(self, call: protocols.Call, started: float) -> tuple[tasks.Result, protocols.Context]:
-        engine = self.slot.get()
+    def engine(self):
+        """The engine this request runs on: its model's (g.engine_slot, set by a multi-model endpoint's
+        invoke route), else the one the pipeline was built with."""
+        return g.get("engine_slot", self.slot).get()
+
+    def _run(self, call: protocols.Call, started: float, engine) -> tuple[tasks.Result, protocols.Context]:
         call.check(engine.info)
         result = tasks.run(call.task, engine.for_request(started + self.settings.timeout_s))
         return result, protocols.Context(engine.info, started)
 
     def answer(self, call: protocols.Call, accept: str) -> Response:
         g.items = tasks.item_count(call.task)
-        result, context = self._run(call, g.started)
+        result, context = self._run(call, g.started, self.engine())
         if accept == codecs.NPY:
             return Response(codecs.encode_npy(protocols.as_array(result)), mimetype=codecs.NPY)
         payload = call.render(result, context)
@@ -86,7 +90,7 @@ class Pipeline:
         accept = self.accept((codecs.JSONLINES, codecs.JSON) + ((codecs.CSV,) if kind == "csv" else ()))
         lines = codecs.split_lines(self.body(batch_request=True))
         g.items = len(lines)
-        engine = self.slot.get()  # not ready is the whole request's answer (503), not every record's
+        engine = self.engine()  # not ready is the whole request's answer (503), not every record's
         parse = records.csv_record if kind == "csv" else records.json_record
         answers = self._answer_each([parse(line, options, self.limits) for line in lines], engine, g.started)
         if accept == codecs.CSV:
@@ -99,7 +103,7 @@ class Pipeline:
         """Item records share forward passes (tasks.embed_each); full requests run side by side."""
         answers: list[Any] = [None] * len(batch)
         calls = [(i, r) for i, r in enumerate(batch) if isinstance(r, protocols.Call)]
-        pending = [(i, self._records_pool.submit(self._render_or_error, call, started)) for i, call in calls]
+        pending = [(i, self._records_pool.submit(self._render_or_error, call, started, engine)) for i, call in calls]
         items = [(i, r) for i, r in enumerate(batch) if isinstance(r, records.ItemRecord)]
         encoder = engine.for_request(started + self.settings.timeout_s)
         vectors = tasks.embed_each([r.item for _, r in items], [r.normalize for _, r in items], encoder)
@@ -112,9 +116,9 @@ class Pipeline:
             answers[i] = future.result()
         return answers
 
-    def _render_or_error(self, call: protocols.Call, started: float) -> Any:
+    def _render_or_error(self, call: protocols.Call, started: float, engine) -> Any:
         try:
-            return call.render(*self._run(call, started))
+            return call.render(*self._run(call, started, engine))
         except ApiError as error:
             return error.body()
         except Exception:  # noqa: BLE001 - a bug on one record must not cost the others their answers

@@ -30,6 +30,11 @@ class EngineSlot:
     def fill(self, engine) -> None:
         self._engine = engine
 
+    def take(self):
+        """Empties the slot and returns the engine it held (a model being unloaded)."""
+        engine, self._engine = self._engine, None
+        return engine
+
 
 def load_in_background(slot: EngineSlot, settings: Settings, layout: Layout,
                        on_failure: Callable[[BaseException], None]) -> threading.Thread:

@@ -41,6 +41,8 @@ ENVIRONMENT: tuple[str, ...] = (
     "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "MAX_ITEMS", "MAX_TEXT_CHARS", "TEXT_TRUNCATE", "MAX_IMAGE_PIXELS",
     # images given by URL or in S3
     "IMAGE_URL_ALLOWED_HOSTS", "MAX_IMAGE_MB", "IMAGE_FETCH_TIMEOUT", "IMAGE_S3_BUCKETS",
+    # multi-model endpoints
+    "SAGEMAKER_MULTI_MODEL", "MULTI_MODEL_MEMORY_MB", "MULTI_MODEL_MEMORY_FACTOR",
 )
 _DECLARED = frozenset(ENVIRONMENT)
 
@@ -164,6 +166,10 @@ class Settings:
     max_image_bytes: int = 25 * MB
     image_fetch_timeout_s: float = 30.0
     image_s3_buckets: tuple[str, ...] = ()
+    # Multi-model endpoints (multi_model.py): no model at start, models loaded and unloaded over /models.
+    multi_model: bool = False
+    multi_model_memory_mb: Optional[int] = None
+    multi_model_memory_factor: Optional[float] = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -214,6 +220,9 @@ class Settings:
             max_image_bytes=_int(env, "MAX_IMAGE_MB", 25) * MB,
             image_fetch_timeout_s=_float(env, "IMAGE_FETCH_TIMEOUT", 30.0, 1.0),
             image_s3_buckets=tuple((_text(env, "IMAGE_S3_BUCKETS") or "").replace(",", " ").split()),
+            multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
+            multi_model_memory_mb=_int(env, "MULTI_MODEL_MEMORY_MB", None),
+            multi_model_memory_factor=_float(env, "MULTI_MODEL_MEMORY_FACTOR", None, 1.0),
         )
         if (settings.batch_max_payload_mb or 0) > SAGEMAKER_PAYLOAD_LIMIT_MB:
             raise SettingsError(f"a MaxPayloadInMB of {settings.batch_max_payload_mb} is above Batch Transform's "

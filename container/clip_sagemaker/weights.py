@@ -33,6 +33,9 @@ def read_header(path: Path) -> tuple[dict, int]:
     little-endian header length, the JSON header, then the tensors' bytes)."""
     with open(path, "rb") as file:
         (length,) = struct.unpack("<Q", file.read(8))
+        # A corrupt file's "length" may be any 64-bit number: reading that much would be a MemoryError.
+        if length > Path(path).stat().st_size - 8:
+            raise ValueError(f"{path} is not a .safetensors file: its header length {length} is past its end")
         header = json.loads(file.read(length))
     header.pop("__metadata__", None)
     return header, 8 + length

@@ -78,6 +78,8 @@ def plan_layout(settings: Settings, cpus: Optional[int] = None, gpus: Optional[i
         gpus = 0
     # One process per device: each holds one model copy and one model loop that batches across requests.
     workers = settings.workers or max(1, gpus)
+    if settings.multi_model:
+        workers = 1  # SageMaker sends each model's load once: the one process that gets it must serve it
     # Workers x torch threads must never exceed the cores: oversubscribed OpenMP pools spin against each other.
     # Each worker needs at least one thread, so there can be no more workers than cores.
     workers = max(1, min(workers, cpus))

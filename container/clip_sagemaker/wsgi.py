@@ -6,6 +6,7 @@ import os
 import sys
 
 from .app import create_app
+from .multi_model import ModelRegistry
 from .readiness import EngineSlot, load_in_background
 from .worker_layout import plan_layout
 from .settings import WORKER_SLOT_ENV, Settings
@@ -34,6 +35,8 @@ def create_production_app():
     if settings.device in (None, "cuda") and layout.gpus > 1:
         slot_index = int(os.environ.get(WORKER_SLOT_ENV, "0"))
         settings = settings.replace(device=f"cuda:{slot_index % layout.gpus}")
+    if settings.multi_model:
+        return create_app(settings, ModelRegistry(settings, layout, on_failure=_stop_server))
     slot = EngineSlot()
     load_in_background(slot, settings, layout, on_failure=_stop_server)
     return create_app(settings, slot)

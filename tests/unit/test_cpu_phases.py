@@ -79,3 +79,29 @@ def test_disabled_phases_never_wait():
         with phases.preparing():
             pass
         assert time.monotonic() - started < 0.05
+
+
+def test_two_loops_forward_passes_never_overlap_enabled_or_not():
+    """Two model loops sharing one CpuPhases (a multi-model endpoint's models) take turns: torch's intra-op
+    pool is per calling thread, so overlapping forwards would run twice the threads there are cores."""
+    for enabled in (True, False):
+        phases = CpuPhases(enabled=enabled)
+        running, most = [0], [0]
+        lock = threading.Lock()
+
+        def forward():
+            for _ in range(5):
+                with phases.forward():
+                    with lock:
+                        running[0] += 1
+                        most[0] = max(most[0], running[0])
+                    time.sleep(0.01)
+                    with lock:
+                        running[0] -= 1
+
+        threads = [threading.Thread(target=forward) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert most[0] == 1, enabled

@@ -29,7 +29,8 @@ from images import encode, pattern
 
 OPENAPI = json.loads((Path(__file__).resolve().parents[2] / "container/clip_sagemaker/openapi.json").read_text())
 DOCUMENTED_200 = {route: set(paths["post"]["responses"]["200"]["content"])
-                  for route, paths in OPENAPI["paths"].items() if "post" in paths}
+                  for route, paths in OPENAPI["paths"].items()
+                  if "post" in paths and not paths["post"].get("x-multi-model")}
 UNAVAILABLE_CODES = {"not_ready", "overloaded", "timeout"}
 SEED_ROUTES = ["/embed", "/embeddings", "/rank", "/encode"]
 OPENAI_ROUTES = ["/v1/embeddings"]  # /embeddings answers OpenAI's errors only for bodies with `input`

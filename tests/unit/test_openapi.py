@@ -33,7 +33,7 @@ URL_MARK = "x-requires-url-fetch"
 def deref(ref: str) -> Any:
     node: Any = DOC
     for part in ref.removeprefix("#/").split("/"):
-        node = node[part]
+        node = node[part.replace("~1", "/").replace("~0", "~")]  # JSON Pointer escapes
     return node
 
 
@@ -70,15 +70,17 @@ def assert_valid(instance: Any, schema: dict, what: str) -> None:
     assert not errors, f"{what}: " + "; ".join(f"{list(e.path)}: {e.message[:300]}" for e in errors)
 
 
-def operations() -> Iterator[tuple[str, str, dict]]:
+def operations(multi_model: bool = True) -> Iterator[tuple[str, str, dict]]:
+    """Every operation; with `multi_model=False`, only those an endpoint of one model serves (the others
+    are marked `x-multi-model`: SAGEMAKER_MULTI_MODEL=true adds them)."""
     for path, item in DOC["paths"].items():
         for method, operation in item.items():
-            if method in HTTP_METHODS:
+            if method in HTTP_METHODS and (multi_model or not operation.get("x-multi-model")):
                 yield path, method, operation
 
 
 def request_examples() -> Iterator[tuple[str, str, str, dict]]:
-    for path, method, operation in operations():
+    for path, method, operation in operations(multi_model=False):
         for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
             for name, example in media.get("examples", {}).items():
                 yield path, media_type, name, example
@@ -117,16 +119,25 @@ def test_the_document_is_valid_openapi_3_1():
     validate(DOC)
 
 
-def test_the_document_covers_exactly_the_routes_the_app_serves(app):
+def served_routes(app) -> set[tuple[str, str]]:
     served = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         served |= {(path, method.lower()) for method in rule.methods - UNDOCUMENTED_METHODS}
-    documented = {(path, method) for path, method, _ in operations()}
-    assert documented == served
+    return served
+
+
+def test_the_document_covers_exactly_the_routes_the_app_serves(app, settings):
+    from clip_sagemaker.app import create_app
+    from clip_sagemaker.readiness import EngineSlot
+
+    served = served_routes(app)
+    assert {(path, method) for path, method, _ in operations(multi_model=False)} == served
     assert len(served) >= 9
+    multi_model_app = create_app(settings.replace(multi_model=True), EngineSlot())
+    assert {(path, method) for path, method, _ in operations()} == served_routes(multi_model_app)
 
 
 def test_get_openapi_json_serves_the_document(client):
@@ -262,7 +273,7 @@ def test_documented_raw_image_content_types_are_embedded(client, media_type):
     assert len(response.get_json()["image_embeddings"]) == 1
 
 
-@pytest.mark.parametrize("path", sorted(p for p, m, _ in operations() if m == "post"))
+@pytest.mark.parametrize("path", sorted(p for p, m, _ in operations(multi_model=False) if m == "post"))
 def test_each_route_answers_exactly_the_documented_response_types(client, path):
     documented = set(follow(DOC["paths"][path]["post"]["responses"]["200"])["content"])
     media_type, example = next((t, e) for p, t, _, e in request_examples()

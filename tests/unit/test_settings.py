@@ -216,3 +216,15 @@ def test_the_docs_configuration_table_lists_exactly_the_declared_variables():
     documented = [name for row in section.splitlines() if row.startswith("| `")
                   for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])]
     assert sorted(documented) == sorted(ENVIRONMENT)
+
+
+def test_multi_model_settings_are_read_and_a_memory_factor_below_one_is_refused():
+    import pytest
+    from clip_sagemaker.settings import Settings, SettingsError
+
+    s = Settings.from_env({"SAGEMAKER_MULTI_MODEL": "true", "MULTI_MODEL_MEMORY_MB": "2048",
+                           "MULTI_MODEL_MEMORY_FACTOR": "2.5"})
+    assert (s.multi_model, s.multi_model_memory_mb, s.multi_model_memory_factor) == (True, 2048, 2.5)
+    assert Settings.from_env({}).multi_model is False
+    with pytest.raises(SettingsError, match="MULTI_MODEL_MEMORY_FACTOR"):
+        Settings.from_env({"MULTI_MODEL_MEMORY_FACTOR": "0.5"})

@@ -164,3 +164,9 @@ def test_visible_gpus_is_narrowed_by_cuda_visible_devices(monkeypatch, tmp_path,
 
 def test_visible_gpus_is_zero_without_a_driver(tmp_path):
     assert visible_gpus(tmp_path / "absent") == 0
+
+
+def test_a_multi_model_endpoint_runs_one_worker_with_every_core():
+    """SageMaker sends each model's load once: the one process that gets it must be the one serving it."""
+    layout = plan_layout(Settings(multi_model=True, workers=4), cpus=8, gpus=2)
+    assert (layout.workers, layout.torch_threads) == (1, 8)

@@ -185,3 +185,35 @@ def classes(body: dict, limits: Limits) -> tuple[tuple[str, ...], Optional[tuple
                 raise invalid(field, "mixes a [label, class_id] pair with plain-string classes")
             labels.append(text(entry, field, limits))
     return tuple(labels), (tuple(ids) if labelled else None)
+
+
+def query_integer(args: Mapping[str, str], key: str, default: int, minimum: int) -> int:
+    """A whole number given in the query string (`?limit=10`)."""
+    value = args.get(key)
+    if value is None or not value.strip():
+        return default
+    try:
+        return integer({key: int(value)}, key, default, minimum)
+    except ValueError:
+        raise invalid(key, f"must be a whole number, got {value[:40]!r}") from None
+
+
+def _required_string(body: dict, key: str, max_chars: int) -> str:
+    value = body.get(key)
+    if value is None:
+        raise invalid(key, "is required", code="missing_field")
+    if not isinstance(value, str):
+        raise invalid(key, f"must be a string, got {type_name(value)}")
+    if not value.strip() or len(value) > max_chars:
+        raise invalid(key, f"must be 1 to {max_chars} characters, got {len(value.strip())}")
+    return value
+
+
+def model_load(body: Any) -> tuple[str, str]:
+    """A multi-model endpoint's load request, `{"model_name": ..., "url": ...}` → (name, url). Other fields
+    are let through: the body is SageMaker's contract, which may grow, not a format of ours."""
+    body = require_object(body, "loading a model")
+    name = _required_string(body, "model_name", 1024)
+    if "/" in name or not name.isprintable():
+        raise invalid("model_name", "must not hold '/' or control characters: it is part of the model's routes")
+    return name, _required_string(body, "url", 4096)

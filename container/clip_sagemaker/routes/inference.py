@@ -1,5 +1,6 @@
 """POST /invocations: every task, in the task format or any earlier system's (detected from the body), as
-JSON, JSON Lines, CSV records or one raw image."""
+JSON, JSON Lines, CSV records or one raw image. `invoke` is also a multi-model endpoint's
+/models/{name}/invoke (routes/models.py)."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
@@ -15,18 +16,24 @@ def inference_routes(pipeline: Pipeline) -> Blueprint:
 
     @routes.post("/invocations")
     def invocations() -> Response:
-        kind = codecs.request_kind(request.headers.get("Content-Type"))
-        options = pipeline.options()
-        if kind in ("jsonlines", "csv"):
-            return pipeline.answer_records(kind, options)
-        accept = pipeline.accept()
-        if kind == "image":
-            image = ImageSource(pipeline.body(batch_request=False), "body")
-            normalize = fields.boolean(fields.with_options({}, options, {"normalize"}), "normalize", True)
-            # Answered like the task format's embed task with that one image.
-            call = protocols.Call(tasks.EmbedTask((tasks.Item(image),), normalize), task_format.embed_renderer(0))
-        else:
-            call = protocols.detect(pipeline.json_body(), options, pipeline.limits)
-        return pipeline.answer(call, accept)
+        return invoke(pipeline)
 
     return routes
+
+
+def invoke(pipeline: Pipeline) -> Response:
+    """An invocation on the request's engine (Pipeline.engine): /invocations, and a multi-model
+    endpoint's /models/{name}/invoke."""
+    kind = codecs.request_kind(request.headers.get("Content-Type"))
+    options = pipeline.options()
+    if kind in ("jsonlines", "csv"):
+        return pipeline.answer_records(kind, options)
+    accept = pipeline.accept()
+    if kind == "image":
+        image = ImageSource(pipeline.body(batch_request=False), "body")
+        normalize = fields.boolean(fields.with_options({}, options, {"normalize"}), "normalize", True)
+        # Answered like the task format's embed task with that one image.
+        call = protocols.Call(tasks.EmbedTask((tasks.Item(image),), normalize), task_format.embed_renderer(0))
+    else:
+        call = protocols.detect(pipeline.json_body(), options, pipeline.limits)
+    return pipeline.answer(call, accept)
