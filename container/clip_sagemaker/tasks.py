@@ -173,13 +173,16 @@ def classify(task: ClassifyTask, encoder: Encoder) -> list[Classification]:
 
 
 def _decide(task: ClassifyTask, probabilities: np.ndarray, top_k: int) -> Classification:
+    """Seed 003's rule: among the top-k classes only, those within `margin` of the best are selected, and the
+    decision is whether any selected class has a truthy id. With more than k classes within the margin (a
+    near-uniform answer) the ones below the top k do not take part, as in the original's loop."""
     order = np.argsort(-probabilities, kind="stable")
     best = float(probabilities[order[0]])
-    selected = [int(i) for i in order if best - probabilities[i] <= task.margin]
+    top = [int(i) for i in order[:top_k]]
+    selected = [i for i in top if best - probabilities[i] <= task.margin]
     decision = None
     if task.class_ids is not None:
         decision = int(any(task.class_ids[i] for i in selected))
-    top = [int(i) for i in order[:top_k]]
     return Classification(
         top_indices=top, top_labels=[task.labels[i] for i in top],
         top_probabilities=[float(probabilities[i]) for i in top], confidence=best, selected=selected,

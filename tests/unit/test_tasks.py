@@ -232,7 +232,7 @@ def _check_against_numpy(enc, task, results):
         # The encoder's vectors are float32, so allow float32 rounding in the normalisation.
         np.testing.assert_allclose(result.top_probabilities, row[order[:k]], rtol=1e-4, atol=1e-7)
         assert result.confidence == pytest.approx(row.max(), rel=1e-5)
-        assert result.selected == [i for i in order if row.max() - row[i] <= task.margin]
+        assert result.selected == [i for i in order[:k] if row.max() - row[i] <= task.margin]
         if task.class_ids is None:
             assert result.classification is None
         else:
@@ -312,6 +312,21 @@ def test_classification_is_one_if_any_selected_class_id_is_truthy(class_ids, exp
     assert result.classification == expected
 
 
+def test_only_the_top_k_classes_take_part_in_the_decision():
+    # All five classes within the margin of the best; the two below the top 3 carry the only truthy ids.
+    # Seed 003 loops over its top-3 list, so its decision is 0; deciding over every class would say 1.
+    enc = FakeEncoder(table={f"text:{render_prompt(DEFAULT_PROMPT_TEMPLATE, label)}": unit(E[0] + 1e-4 * i * E[1])
+                             for i, label in enumerate(LABELS)} | {"image:flat": unit(np.ones(DIM))})
+    task = ClassifyTask((img("flat"),), LABELS, class_ids=(1, 1, 0, 0, 0))
+    [result] = classify(task, enc)
+    probs = _expected_probabilities(enc, task)[0]
+    assert probs.max() - probs.min() <= DEFAULT_MARGIN  # a near-uniform answer: all five within the margin
+    assert result.top_indices == [4, 3, 2]
+    assert result.selected == [4, 3, 2]
+    assert result.classification == 0
+    _check_against_numpy(enc, task, [result])
+
+
 def test_exact_tie_keeps_the_earlier_class_first():
     enc = _classify_encoder(images={"tie": E[0] + E[1]})
     [result] = classify(ClassifyTask((img("tie"),), LABELS), enc)
@@ -362,7 +377,7 @@ def test_custom_top_k_margin_and_logit_scale_are_honoured():
         for result in results:
             assert len(result.top_indices) == min(top_k, len(LABELS))
             if margin >= 1.0:
-                assert sorted(result.selected) == list(range(len(LABELS)))
+                assert result.selected == result.top_indices  # every top class, and only those
             if margin == 0.0:
                 assert result.selected == [result.top_indices[0]]
 
