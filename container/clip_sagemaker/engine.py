@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor, TimeoutError as FutureTimeout
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -23,6 +23,8 @@ from .model_source import resolve_model_source
 from .worker_layout import Layout
 from .settings import Settings
 from .text_cache import TextCache
+from .class_weight_cache import ClassWeightCache
+from .template_sets import template_set
 from .modality import IMAGE, TEXT
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class Engine:
                               max_wait_s=wait_ms / 1000, phases=self.phases).start()
         self._urls = UrlReader(FetchPolicy.from_settings(settings), settings.image_s3_buckets)
         self.text_cache = TextCache(model.info.name, settings.text_cache_size)
+        self.class_weights = ClassWeightCache(model.info.name, settings.class_weight_cache_size)
         # JPEGs decode at a reduced scale that is still at least the model's input size (Pillow's draft mode).
         self._draft_size = max(model.info.image_size) if settings.jpeg_draft else None
         self._image_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="image")
@@ -71,6 +74,7 @@ class Engine:
             "logit_scale": model.logit_scale,
             "logit_bias": model.logit_bias, "scoring": "softmax" if model.logit_bias is None else "sigmoid",
             "max_batch_size": self.loop.max_batch_size, "text_cache": self.text_cache.stats(),
+            "class_weight_cache": self.class_weights.stats(),
             "trimmed_text": model.text_tower is not None}
 
     def healthy(self) -> bool:
@@ -135,6 +139,14 @@ class RequestEncoder:
         good = [rows for rows in prepared if not isinstance(rows, ApiError)]
         vectors = iter(self.encode_rows(IMAGE, good) if good else [])
         return [rows if isinstance(rows, ApiError) else next(vectors) for rows in prepared]
+
+    @staticmethod
+    def template_set(name: str) -> tuple[str, ...]:
+        return template_set(name)
+
+    def class_weights(self, labels: tuple[str, ...], templates: tuple[str, ...],
+                      build: Callable[[], np.ndarray]) -> np.ndarray:
+        return self._engine.class_weights.get(labels, templates, build)
 
     def _refuse_overlong(self, texts: Sequence[str]) -> None:
         context = self._engine.model.info.context_length

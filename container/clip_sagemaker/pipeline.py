@@ -31,7 +31,8 @@ class Pipeline:
         self.settings = settings
         self.slot = slot
         self.parameters = execution_parameters(settings, plan_layout(settings))
-        self.limits = fields.Limits(max_items=settings.max_items, max_text_chars=settings.max_text_chars)
+        self.limits = fields.Limits(max_items=settings.max_items, max_text_chars=settings.max_text_chars,
+                                    max_classify_prompts=settings.max_classify_prompts)
         # Full-request records of one JSON Lines body run side by side, so that the model loop batches them.
         self._records_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="record")
 
