@@ -13,7 +13,7 @@ import uuid
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from . import codecs
+from . import codecs, metrics
 from .errors import ApiError, internal_error
 from .pipeline import Pipeline
 from .routes.earlier_systems import earlier_system_routes
@@ -24,6 +24,8 @@ from .settings import Settings
 log = logging.getLogger("clip_sagemaker.access")
 REQUEST_ID_HEADER = "X-Request-Id"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Polled every few seconds by SageMaker and by Prometheus: counted in the metrics, kept out of the access log.
+UNLOGGED_ROUTES = ("/ping", "/metrics")
 
 
 def create_app(settings: Settings, slot) -> Flask:
@@ -48,12 +50,17 @@ def _start_request() -> None:
 
 def _log_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
-    if request.path != "/ping":
+    duration = time.monotonic() - g.get("started", time.monotonic())
+    # The route's pattern, not the path: a scanner's made-up paths must not each become a time series.
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    metrics.REQUESTS.labels(route=route, status=str(response.status_code), format=g.get("format", "none")).inc()
+    metrics.REQUEST_SECONDS.labels(route=route).observe(duration)
+    if request.path not in UNLOGGED_ROUTES:
         # One JSON line per request; never image data or texts, which may be large or private.
         log.info("%s", codecs.encode_json({
             "request_id": g.get("request_id"), "method": request.method, "route": request.path,
             "status": response.status_code, "items": g.get("items", 0), "error": g.get("error_code"),
-            "duration_ms": round(1000 * (time.monotonic() - g.get("started", time.monotonic())), 1),
+            "duration_ms": round(1000 * duration, 1),
         }).decode())
     return response
 

@@ -13,6 +13,8 @@ from typing import Callable
 
 import numpy as np
 
+from . import metrics
+
 Key = tuple[str, tuple[str, ...], tuple[str, ...]]
 
 
@@ -38,6 +40,7 @@ class ClassWeightCache:
                 self.hits += 1
             else:
                 self.misses += 1
+        metrics.count_lookups(metrics.CLASS_WEIGHT_CACHE, int(weights is not None), int(weights is None))
         if weights is not None:
             return weights
         weights = np.array(build())

@@ -13,11 +13,12 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from . import metrics
 from .cpu_phases import CpuPhases
 from .model_loop import ModelLoop, QueueFull
 from .errors import ApiError, Unavailable
 from .fetch import FetchPolicy
-from .inputs import ImageSource, UrlReader, decode_image, image_bytes
+from .inputs import ImageSource, UrlReader, decode_image, image_bytes, source_kind
 from .model import ClipModel, ModelInfo, load_model
 from .model_source import resolve_model_source
 from .worker_layout import Layout
@@ -97,10 +98,18 @@ class Engine:
         return list(self._image_pool.map(attempt, images))
 
     def _prepare_image(self, source: ImageSource):
-        data = image_bytes(source, self._urls)  # fetching waits on the network, not the CPU: not a phase
-        with self.phases.preparing():
-            image = decode_image(data, source.field, self.settings.max_image_pixels, self._draft_size)
-            return self.model.prepare_image(image)
+        try:
+            data = image_bytes(source, self._urls)  # fetching waits on the network, not the CPU: not a phase
+            with self.phases.preparing():
+                image = decode_image(data, source.field, self.settings.max_image_pixels, self._draft_size)
+                prepared = self.model.prepare_image(image)
+        except ApiError as error:
+            # 403 / 413: the fetch policy or a size limit said no; anything else could not be read.
+            outcome = "refused" if error.status in (403, 413) else "failed"
+            metrics.IMAGES.labels(source=source_kind(source), outcome=outcome).inc()
+            raise
+        metrics.IMAGES.labels(source=source_kind(source), outcome="ok").inc()
+        return prepared
 
     def for_request(self, deadline: float) -> "RequestEncoder":
         return RequestEncoder(self, deadline)
@@ -180,6 +189,7 @@ def build_engine(settings: Settings, layout: Layout) -> Engine:
                        freeze_towers=settings.torchscript)
     engine = Engine(model, settings)
     engine.warm_up()
+    metrics.WORKERS_READY.set(1)
     info = model.info
     log.info("model ready in %.1f s: %s on %s (%s: %s), embedding dim %d, image size %s, %d torch threads, batch %d",
              time.monotonic() - started, source.description, info.device, info.precision, info.precision_reason,

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import metrics_folder
 from .fetch import FetchPolicy
 from .model_source import ModelSourceError, resolve_model_source
 from .precision import PrecisionError, refuse_fp16_on_cpu
@@ -28,7 +29,10 @@ def main() -> int:
         # Decided here without torch (the master must not map it): on a CPU when no GPU is counted.
         on_cpu = (settings.device or "").startswith("cpu") or (not settings.device and layout.gpus == 0)
         refuse_fp16_on_cpu(settings.precision, on_cpu)
-    except (SettingsError, ModelSourceError, PrecisionError) as exc:
+        # Before any worker forks, so that every worker writes its metrics where a scrape of any one reads them.
+        folder = metrics_folder.prepare_dir(settings.metrics_dir, os.getpid())  # exec keeps the pid: gunicorn's
+        os.environ[metrics_folder.MULTIPROCESS_DIR_ENV] = folder
+    except (SettingsError, ModelSourceError, PrecisionError, OSError) as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
         return 2
     print(f"serve: {source.description}; port {settings.port}; {layout.workers} worker(s) x "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from flask import Response, g, request
 
@@ -56,6 +56,12 @@ class Pipeline:
             raise ApiError(f"this route takes {codecs.JSON}", code="unsupported_media_type", status=415)
         return codecs.decode_request(self.body(batch_request=False), request.headers.get("Content-Type"))
 
+    def call(self, body: Any, options: Mapping[str, Any], format_name: Optional[str] = None) -> protocols.Call:
+        """The request in its format: the route's own, or the one detected from the body (noted for the
+        metrics before parsing, so that a refused body is counted under its format too)."""
+        g.format = format_name or protocols.format_of(body)
+        return protocols.parse_as(g.format, body, options, self.limits)
+
     @staticmethod
     def options() -> dict:
         return codecs.parse_custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES_HEADER))
@@ -83,6 +89,7 @@ class Pipeline:
 
     def answer_records(self, kind: str, options: Mapping[str, Any]) -> Response:
         """JSON Lines or CSV: one answer per input line, in order; a failing record answers an error line."""
+        g.format = kind
         accept = self.accept((codecs.JSONLINES, codecs.JSON) + ((codecs.CSV,) if kind == "csv" else ()))
         lines = codecs.split_lines(self.body(batch_request=True))
         g.items = len(lines)

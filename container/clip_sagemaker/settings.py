@@ -31,9 +31,10 @@ ENVIRONMENT: tuple[str, ...] = (
     "DEVICE", "PRECISION", "TORCH_NUM_THREADS",
     # the HTTP server
     "SAGEMAKER_BIND_TO_PORT", "SAGEMAKER_MODEL_SERVER_WORKERS", "SERVER_THREADS", "SAGEMAKER_MODEL_SERVER_TIMEOUT",
-    "SAGEMAKER_BATCH", "LOG_LEVEL",
+    "SAGEMAKER_BATCH", "LOG_LEVEL", "PROMETHEUS_MULTIPROC_DIR",
     # the model loop and the work around it
-    "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_QUEUE", "TEXT_CACHE_SIZE", "CLASS_WEIGHT_CACHE_SIZE", "TEXT_TRIM", "JPEG_DRAFT", "TORCHSCRIPT", "CPU_PHASES",
+    "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_QUEUE", "TEXT_CACHE_SIZE", "CLASS_WEIGHT_CACHE_SIZE", "TEXT_TRIM",
+    "JPEG_DRAFT", "TORCHSCRIPT", "CPU_PHASES",
     # request limits and Batch Transform
     "MAX_BODY_MB", "BATCH_MAX_PAYLOAD_MB", "BATCH_MAX_CONCURRENT_TRANSFORMS", "SAGEMAKER_MAX_PAYLOAD_IN_MB",
     "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "MAX_ITEMS", "MAX_TEXT_CHARS", "MAX_CLASSIFY_PROMPTS", "TEXT_TRUNCATE",
@@ -126,6 +127,7 @@ class Settings:
     timeout_s: float = 60.0
     batch_mode: bool = False
     log_level: str = "info"
+    metrics_dir: Optional[str] = None  # the launcher decides (metrics.prepare_dir) and exports it to the workers
     # Model loop and the work around it.
     max_batch_size: Optional[int] = None
     max_batch_wait_ms: Optional[float] = None
@@ -177,6 +179,7 @@ class Settings:
             timeout_s=_float(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 600.0 if batch_mode else 60.0, 1.0),
             batch_mode=batch_mode,
             log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error", "critical")) or "info",
+            metrics_dir=_text(env, "PROMETHEUS_MULTIPROC_DIR"),
             max_batch_size=_int(env, "MAX_BATCH_SIZE", None),
             max_batch_wait_ms=_float(env, "MAX_BATCH_WAIT_MS", None),
             max_queue=_int(env, "MAX_QUEUE", 1024),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from .. import codecs, protocols
+from .. import codecs
 from ..pipeline import Pipeline
 
 # route → the protocols format it takes
@@ -17,7 +17,7 @@ def earlier_system_routes(pipeline: Pipeline) -> Blueprint:
     def route_for(format_name: str):
         def handler() -> Response:
             accept = pipeline.accept((codecs.JSON, codecs.NPY))
-            call = protocols.parse_as(format_name, pipeline.json_body(), pipeline.options(), pipeline.limits)
+            call = pipeline.call(pipeline.json_body(), pipeline.options(), format_name)
             return pipeline.answer(call, accept)
         handler.__name__ = f"earlier_{format_name}"
         return handler
