@@ -2,11 +2,14 @@
 tower: on a hit no prompt is rendered, looked up in the text cache or encoded.
 
 Keys are (model, labels, templates), in order: the weights of one label set with one template set do not
-depend on the request they came in. The capacity counts class vectors (one per label), as TEXT_CACHE_SIZE
-counts texts; a label set larger than the whole capacity is not kept. Weights are stored read-only.
+depend on the request they came in. Labels and templates are keyed by a SHA-256 digest, not kept: a client's
+templates may be megabytes of text, and thousands of entries of them would be gigabytes. The capacity counts
+class vectors (one per label), as TEXT_CACHE_SIZE counts texts; a label set larger than the whole capacity
+is not kept. Weights are stored read-only.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from typing import Callable
@@ -15,7 +18,17 @@ import numpy as np
 
 from . import metrics
 
-Key = tuple[str, tuple[str, ...], tuple[str, ...]]
+Key = tuple[str, bytes, bytes]
+
+
+def digest(texts: tuple[str, ...]) -> bytes:
+    """One digest of the texts in order; each is length-prefixed, so that ("ab", "c") and ("a", "bc") differ."""
+    sha = hashlib.sha256()
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        sha.update(len(data).to_bytes(8, "little"))
+        sha.update(data)
+    return sha.digest()
 
 
 class ClassWeightCache:
@@ -32,7 +45,7 @@ class ClassWeightCache:
             build: Callable[[], np.ndarray]) -> np.ndarray:
         """The weights of `labels` with `templates`, calling `build` for them on a miss. Two requests that
         miss at once both build: the cache holds no lock while the model works."""
-        key = (self._model_key, labels, templates)
+        key = (self._model_key, digest(labels), digest(templates))
         with self._lock:
             weights = self._entries.get(key)
             if weights is not None:
