@@ -13,7 +13,7 @@ import uuid
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from . import codecs
+from . import codecs, metrics
 from .errors import ApiError, internal_error, render
 from .pipeline import Pipeline
 from .routes.earlier_systems import earlier_system_routes
@@ -25,8 +25,9 @@ from .settings import Settings
 
 log = logging.getLogger("clip_sagemaker.access")
 REQUEST_ID_HEADER = "X-Request-Id"
-# Health checks, polled by the platform (SageMaker, Weaviate, Kubernetes): not logged, they would drown the rest.
-QUIET_ROUTES = {"/ping", "/.well-known/live", "/.well-known/ready"}
+# Polled every few seconds by the platform (SageMaker, Weaviate, Kubernetes) and by Prometheus: counted in the
+# metrics, kept out of the access log, which they would drown.
+QUIET_ROUTES = {"/ping", "/metrics", "/.well-known/live", "/.well-known/ready"}
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -57,12 +58,17 @@ def _start_request() -> None:
 
 def _log_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    duration = time.monotonic() - g.get("started", time.monotonic())
+    # The route's pattern, not the path: a scanner's made-up paths must not each become a time series.
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    metrics.REQUESTS.labels(route=route, status=str(response.status_code), format=g.get("format", "none")).inc()
+    metrics.REQUEST_SECONDS.labels(route=route).observe(duration)
     if request.path not in QUIET_ROUTES:
         # One JSON line per request; never image data or texts, which may be large or private.
         log.info("%s", codecs.encode_json({
             "request_id": g.get("request_id"), "method": request.method, "route": request.path,
             "status": response.status_code, "items": g.get("items", 0), "error": g.get("error_code"),
-            "duration_ms": round(1000 * (time.monotonic() - g.get("started", time.monotonic())), 1),
+            "duration_ms": round(1000 * duration, 1),
             # A multi-model endpoint's caller's TargetModel (routes/models.py); absent elsewhere.
             **({"target_model": g.target_model} if g.get("target_model") else {}),
         }).decode())

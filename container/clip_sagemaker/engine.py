@@ -8,21 +8,24 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor, TimeoutError as FutureTimeout
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
+from . import metrics
 from .cpu_phases import CpuPhases
 from .model_loop import LoopStopped, ModelLoop, QueueFull
 from .errors import ApiError, Unavailable
 from .fetch import FetchPolicy
-from .inputs import ImageSource, UrlReader, decode_image, image_bytes
+from .inputs import ImageSource, UrlReader, decode_image, image_bytes, source_kind
 from .model import ClipModel, ModelInfo, load_model
 from .model_source import resolve_model_source
 from .worker_layout import Layout
 from .settings import Settings
 from .text_cache import TextCache
+from .class_weight_cache import ClassWeightCache
+from .template_sets import template_set
 from .modality import IMAGE, TEXT
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class Engine:
                               max_wait_s=wait_ms / 1000, phases=self.phases).start()
         self._urls = UrlReader(FetchPolicy.from_settings(settings), settings.image_s3_buckets)
         self.text_cache = TextCache(model.info.name, settings.text_cache_size)
+        self.class_weights = ClassWeightCache(model.info.name, settings.class_weight_cache_size)
         # JPEGs decode at a reduced scale that is still at least the model's input size (Pillow's draft mode).
         self._draft_size = max(model.info.image_size) if settings.jpeg_draft else None
         self._image_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="image")
@@ -72,6 +76,7 @@ class Engine:
             "logit_scale": model.logit_scale,
             "logit_bias": model.logit_bias, "scoring": "softmax" if model.logit_bias is None else "sigmoid",
             "max_batch_size": self.loop.max_batch_size, "text_cache": self.text_cache.stats(),
+            "class_weight_cache": self.class_weights.stats(),
             "trimmed_text": model.text_tower is not None}
 
     def healthy(self) -> bool:
@@ -94,10 +99,18 @@ class Engine:
         return list(self._image_pool.map(attempt, images))
 
     def _prepare_image(self, source: ImageSource):
-        data = image_bytes(source, self._urls)  # fetching waits on the network, not the CPU: not a phase
-        with self.phases.preparing():
-            image = decode_image(data, source.field, self.settings.max_image_pixels, self._draft_size)
-            return self.model.prepare_image(image)
+        try:
+            data = image_bytes(source, self._urls)  # fetching waits on the network, not the CPU: not a phase
+            with self.phases.preparing():
+                image = decode_image(data, source.field, self.settings.max_image_pixels, self._draft_size)
+                prepared = self.model.prepare_image(image)
+        except ApiError as error:
+            # 403 / 413: the fetch policy or a size limit said no; anything else could not be read.
+            outcome = "refused" if error.status in (403, 413) else "failed"
+            metrics.IMAGES.labels(source=source_kind(source), outcome=outcome).inc()
+            raise
+        metrics.IMAGES.labels(source=source_kind(source), outcome="ok").inc()
+        return prepared
 
     def for_request(self, deadline: float) -> "RequestEncoder":
         return RequestEncoder(self, deadline)
@@ -143,6 +156,14 @@ class RequestEncoder:
         context = self._engine.model.info.context_length
         return None if counts is None else [min(count, context) for count in counts]
 
+    @staticmethod
+    def template_set(name: str) -> tuple[str, ...]:
+        return template_set(name)
+
+    def class_weights(self, labels: tuple[str, ...], templates: tuple[str, ...],
+                      build: Callable[[], np.ndarray]) -> np.ndarray:
+        return self._engine.class_weights.get(labels, templates, build)
+
     def _refuse_overlong(self, texts: Sequence[str]) -> None:
         context = self._engine.model.info.context_length
         for index, count in enumerate(self._engine.model.token_counts(texts) or []):
@@ -176,6 +197,7 @@ def build_engine(settings: Settings, layout: Layout, phases: Optional[CpuPhases]
                        freeze_towers=settings.torchscript)
     engine = Engine(model, settings, phases)
     engine.warm_up()
+    metrics.WORKERS_READY.set(1)
     info = model.info
     log.info("model ready in %.1f s: %s on %s (%s: %s), embedding dim %d, image size %s, %d torch threads, batch %d",
              time.monotonic() - started, source.description, info.device, info.precision, info.precision_reason,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 
+from prometheus_client import multiprocess
+
+from clip_sagemaker import metrics_folder
 from clip_sagemaker.worker_layout import plan_layout
 from clip_sagemaker.settings import GUNICORN_BIND_ENV, WORKER_SLOT_ENV, Settings
 
@@ -41,3 +44,14 @@ def pre_fork(server, worker):
 
 def post_fork(server, worker):
     os.environ[WORKER_SLOT_ENV] = str(worker.clip_slot)
+
+
+def child_exit(server, worker):
+    # A dead worker's gauges (queue depth, ready) must stop counting; its counters stay in the totals.
+    if _settings.metrics_dir:
+        multiprocess.mark_process_dead(worker.pid, _settings.metrics_dir)
+
+
+def on_exit(server):
+    if _settings.metrics_dir:
+        metrics_folder.remove_if_default(_settings.metrics_dir, os.getpid())

@@ -76,6 +76,15 @@ class UrlReader:
         return fetch_image(url, field, self.policy)
 
 
+def source_kind(source: ImageSource) -> str:
+    """Where an image comes from, in the metrics' words: body (a raw image body), s3, url or inline."""
+    if isinstance(source.value, bytes):
+        return "body"
+    if source.value[:5].lower() == "s3://":
+        return "s3"
+    return "url" if is_url(source.value) else "inline"
+
+
 def image_bytes(source: ImageSource, urls: UrlReader) -> bytes:
     value = source.value
     if isinstance(value, bytes):

@@ -16,6 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import metrics_folder
 from .fetch import FetchPolicy
 from .front import FrontFiles, front_wanted, nginx_command, write_config
 from .model_source import ModelSourceError, resolve_model_source
@@ -38,7 +39,11 @@ def main() -> int:
         on_cpu = (settings.device or "").startswith("cpu") or (not settings.device and layout.gpus == 0)
         refuse_fp16_on_cpu(settings.precision, on_cpu)
         nginx = front_wanted(settings)
-    except (SettingsError, ModelSourceError, PrecisionError) as exc:
+        # Before any worker forks, so that every worker writes its metrics where a scrape of any one reads them.
+        # Named after this process: gunicorn's master when it execs, else the supervisor, which removes it.
+        folder = metrics_folder.prepare_dir(settings.metrics_dir, os.getpid())
+        os.environ[metrics_folder.MULTIPROCESS_DIR_ENV] = folder
+    except (SettingsError, ModelSourceError, PrecisionError, OSError) as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
         return 2
     described = source.description if source else "multi-model endpoint (models are loaded over POST /models)"
@@ -59,6 +64,7 @@ def main() -> int:
         return Supervisor(gunicorn, nginx_command(nginx, files), files).run()
     finally:
         shutil.rmtree(files.run_dir, ignore_errors=True)
+        metrics_folder.remove_if_default(folder, os.getpid())
 
 
 if __name__ == "__main__":

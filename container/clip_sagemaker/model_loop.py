@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from . import metrics
 from .cpu_phases import CpuPhases
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,11 @@ class ModelLoop:
         while not self._stopping.wait(0.5):
             if not self._thread.is_alive():
                 log.error("model loop: the loop thread died; starting a new one")
+                # Started before it is published: stop() and healthy() must never see an unstarted thread.
+                thread = self._new_thread()
+                thread.start()
+                self._thread = thread
                 self.restarts += 1
-                self._thread = self._new_thread()
-                self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -129,6 +132,7 @@ class ModelLoop:
                     queued.future.cancel()  # still counted: the loop takes and discards them
                 raise QueueFull(f"{self._queue.maxsize} jobs are already waiting for the model") from None
             self._count_in_flight(1, len(job.rows))
+        metrics.QUEUE_DEPTH.set(self._queue.qsize())
         return [job.future for job in jobs]
 
     def _count_in_flight(self, jobs: int, rows: int) -> None:
@@ -163,6 +167,7 @@ class ModelLoop:
                 break
             jobs.append(job)
             rows += len(job.rows)
+        metrics.QUEUE_DEPTH.set(self._queue.qsize())
         return jobs
 
     def _run(self) -> None:
@@ -209,7 +214,9 @@ class ModelLoop:
             return
         finally:
             self._busy_since = None
+            metrics.MODEL_BUSY_SECONDS.labels(modality=modality).inc(time.monotonic() - started)
         self.batches_run += 1
+        metrics.BATCH_ROWS.labels(modality=modality).observe(len(rows))
         log.debug("model loop: %d %s rows of %d jobs in %.1f ms", len(rows), modality, len(jobs),
                   1000 * (time.monotonic() - started))
         start = 0

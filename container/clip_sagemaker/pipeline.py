@@ -7,9 +7,8 @@ Part of the HTTP layer: it reads Flask's request and imports no torch.
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from flask import Response, g, request
 
@@ -31,7 +30,8 @@ class Pipeline:
         self.settings = settings
         self.slot = slot
         self.parameters = execution_parameters(settings, plan_layout(settings))
-        self.limits = fields.Limits(max_items=settings.max_items, max_text_chars=settings.max_text_chars)
+        self.limits = fields.Limits(max_items=settings.max_items, max_text_chars=settings.max_text_chars,
+                                    max_classify_prompts=settings.max_classify_prompts)
         # Full-request records of one JSON Lines body run side by side, so that the model loop batches them.
         self._records_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="record")
 
@@ -54,6 +54,12 @@ class Pipeline:
         if codecs.request_kind(request.headers.get("Content-Type")) != "json":
             raise ApiError(f"this route takes {codecs.JSON}", code="unsupported_media_type", status=415)
         return codecs.decode_request(self.body(batch_request=False), request.headers.get("Content-Type"))
+
+    def call(self, body: Any, options: Mapping[str, Any], format_name: Optional[str] = None) -> protocols.Call:
+        """The request in its format: the route's own, or the one detected from the body (noted for the
+        metrics before parsing, so that a refused body is counted under its format too)."""
+        g.format = format_name or protocols.format_of(body)
+        return protocols.parse_as(g.format, body, options, self.limits)
 
     @staticmethod
     def options() -> dict:
@@ -87,6 +93,7 @@ class Pipeline:
 
     def answer_records(self, kind: str, options: Mapping[str, Any]) -> Response:
         """JSON Lines or CSV: one answer per input line, in order; a failing record answers an error line."""
+        g.format = kind
         accept = self.accept((codecs.JSONLINES, codecs.JSON) + ((codecs.CSV,) if kind == "csv" else ()))
         lines = codecs.split_lines(self.body(batch_request=True))
         g.items = len(lines)

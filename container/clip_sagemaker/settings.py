@@ -33,12 +33,14 @@ ENVIRONMENT: tuple[str, ...] = (
     "DEVICE", "PRECISION", "TORCH_NUM_THREADS",
     # the HTTP server
     "SAGEMAKER_BIND_TO_PORT", "SAGEMAKER_MODEL_SERVER_WORKERS", "SERVER_THREADS", "SAGEMAKER_MODEL_SERVER_TIMEOUT",
-    "SAGEMAKER_BATCH", "LOG_LEVEL", "FRONT", "CLIENT_TIMEOUT",
+    "SAGEMAKER_BATCH", "LOG_LEVEL", "FRONT", "CLIENT_TIMEOUT", "PROMETHEUS_MULTIPROC_DIR",
     # the model loop and the work around it
-    "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_QUEUE", "TEXT_CACHE_SIZE", "TEXT_TRIM", "JPEG_DRAFT", "TORCHSCRIPT", "CPU_PHASES",
+    "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_QUEUE", "TEXT_CACHE_SIZE", "CLASS_WEIGHT_CACHE_SIZE", "TEXT_TRIM",
+    "JPEG_DRAFT", "TORCHSCRIPT", "CPU_PHASES",
     # request limits and Batch Transform
     "MAX_BODY_MB", "BATCH_MAX_PAYLOAD_MB", "BATCH_MAX_CONCURRENT_TRANSFORMS", "SAGEMAKER_MAX_PAYLOAD_IN_MB",
-    "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "MAX_ITEMS", "MAX_TEXT_CHARS", "TEXT_TRUNCATE", "MAX_IMAGE_PIXELS",
+    "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "MAX_ITEMS", "MAX_TEXT_CHARS", "MAX_CLASSIFY_PROMPTS", "TEXT_TRUNCATE",
+    "MAX_IMAGE_PIXELS",
     # images given by URL or in S3
     "IMAGE_URL_ALLOWED_HOSTS", "MAX_IMAGE_MB", "IMAGE_FETCH_TIMEOUT", "IMAGE_S3_BUCKETS",
     # multi-model endpoints
@@ -143,11 +145,13 @@ class Settings:
     # The buffering front (front.py): "on", "off", or "auto" (on when nginx is installed).
     front: str = "auto"
     client_timeout_s: float = 60.0
+    metrics_dir: Optional[str] = None  # the launcher decides (metrics.prepare_dir) and exports it to the workers
     # Model loop and the work around it.
     max_batch_size: Optional[int] = None
     max_batch_wait_ms: Optional[float] = None
     max_queue: int = 1024
     text_cache_size: int = 10_000
+    class_weight_cache_size: int = 10_000
     trim_text: bool = True
     jpeg_draft: bool = True
     torchscript: bool = True
@@ -159,6 +163,7 @@ class Settings:
     batch_max_concurrent: Optional[int] = None
     max_items: int = 256
     max_text_chars: int = 10_000
+    max_classify_prompts: int = 4096
     truncate_text: bool = True
     max_image_pixels: int = 40_000_000
     # Images given by URL.
@@ -198,10 +203,12 @@ class Settings:
             log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error", "critical")) or "info",
             front=_front(env),
             client_timeout_s=_float(env, "CLIENT_TIMEOUT", 60.0, 1.0),
+            metrics_dir=_text(env, "PROMETHEUS_MULTIPROC_DIR"),
             max_batch_size=_int(env, "MAX_BATCH_SIZE", None),
             max_batch_wait_ms=_float(env, "MAX_BATCH_WAIT_MS", None),
             max_queue=_int(env, "MAX_QUEUE", 1024),
             text_cache_size=_int(env, "TEXT_CACHE_SIZE", 10_000, minimum=0),
+            class_weight_cache_size=_int(env, "CLASS_WEIGHT_CACHE_SIZE", 10_000, minimum=0),
             trim_text=_bool(env, "TEXT_TRIM", True),
             jpeg_draft=_bool(env, "JPEG_DRAFT", True),
             torchscript=_bool(env, "TORCHSCRIPT", True),
@@ -214,6 +221,7 @@ class Settings:
             or _int(env, "BATCH_MAX_CONCURRENT_TRANSFORMS", None),
             max_items=_int(env, "MAX_ITEMS", 256),
             max_text_chars=_int(env, "MAX_TEXT_CHARS", 10_000),
+            max_classify_prompts=_int(env, "MAX_CLASSIFY_PROMPTS", 4096),
             truncate_text=_bool(env, "TEXT_TRUNCATE", True),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000),
             image_url_allowed_hosts=_text(env, "IMAGE_URL_ALLOWED_HOSTS") or "",

@@ -7,7 +7,7 @@ batched model loop); everything here is scoring on top, so every API format shar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -34,6 +34,13 @@ class Encoder(Protocol):
 
     def token_counts(self, texts: Sequence[str]) -> Optional[list[int]]:
         """The tokens the model reads of each text, or None where its tokenizer cannot count them cheaply."""
+
+    def template_set(self, name: str) -> tuple[str, ...]:
+        """The templates of a named set (`openai_imagenet`), or an ApiError naming the known sets."""
+
+    def class_weights(self, labels: tuple[str, ...], templates: tuple[str, ...],
+                      build: Callable[[], np.ndarray]) -> np.ndarray:
+        """The class weights of `labels` with `templates` from a cache, calling `build` on a miss."""
 
 
 @dataclass(frozen=True)
@@ -76,16 +83,16 @@ class RankResult:
 
 @dataclass(frozen=True)
 class ClassifyTask:
+    """`templates`: the format strings each label becomes prompts through (one, or an ensemble), or the name
+    of a set the model layer ships; `max_prompts` bounds labels x templates (MAX_CLASSIFY_PROMPTS)."""
     images: tuple[ImageSource, ...]
     labels: tuple[str, ...]
     class_ids: Optional[tuple[Any, ...]] = None
-    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    templates: Union[tuple[str, ...], str] = (DEFAULT_PROMPT_TEMPLATE,)
     top_k: int = DEFAULT_TOP_K
     margin: float = DEFAULT_MARGIN
     logit_scale: float = DEFAULT_CLASSIFY_SCALE
-
-    def prompts(self) -> list[str]:
-        return [render_prompt(self.prompt_template, label) for label in self.labels]
+    max_prompts: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -178,22 +185,47 @@ def rank(task: RankTask, encoder: Encoder) -> RankResult:
     return RankResult(cosine, softmax(logits), "softmax")
 
 
+def build_class_weights(labels: Sequence[str], templates: Sequence[str], encoder: Encoder) -> np.ndarray:
+    """open_clip's build_zero_shot_classifier: each class's weight is the L2-normalised mean of its
+    L2-normalised prompt embeddings, one prompt per template ([labels, dim], float32). With one template it
+    is that prompt's normalised embedding."""
+    prompts = [render_prompt(template, label) for label in labels for template in templates]
+    vectors = l2_normalize(encoder.encode_texts(prompts).astype(np.float64))
+    return l2_normalize(vectors.reshape(len(labels), len(templates), -1).mean(axis=1)).astype(np.float32)
+
+
+def class_templates(task: ClassifyTask, encoder: Encoder) -> tuple[str, ...]:
+    """The task's templates, a named set resolved; refused (413) when labels x templates is above the limit."""
+    templates = encoder.template_set(task.templates) if isinstance(task.templates, str) else task.templates
+    prompts = len(task.labels) * len(templates)
+    if task.max_prompts is not None and prompts > task.max_prompts:
+        raise ApiError(f"{len(task.labels)} classes x {len(templates)} prompt templates make {prompts} prompts, "
+                       f"above the limit of {task.max_prompts} (MAX_CLASSIFY_PROMPTS)", code="too_many_prompts",
+                       field="prompt_templates", status=413)
+    return templates
+
+
 def classify(task: ClassifyTask, encoder: Encoder) -> list[Classification]:
-    prompts = l2_normalize(encoder.encode_texts(task.prompts())).astype(np.float64)
+    templates = class_templates(task, encoder)
+    weights = encoder.class_weights(task.labels, templates,
+                                    lambda: build_class_weights(task.labels, templates, encoder))
     images = l2_normalize(encoder.encode_images(task.images)).astype(np.float64)
-    probabilities = softmax(task.logit_scale * (images @ prompts.T))
+    probabilities = softmax(task.logit_scale * (images @ weights.astype(np.float64).T))
     top_k = min(task.top_k, len(task.labels))
     return [_decide(task, row, top_k) for row in probabilities]
 
 
 def _decide(task: ClassifyTask, probabilities: np.ndarray, top_k: int) -> Classification:
+    """Seed 003's rule: among the top-k classes only, those within `margin` of the best are selected, and the
+    decision is whether any selected class has a truthy id. With more than k classes within the margin (a
+    near-uniform answer) the ones below the top k do not take part, as in the original's loop."""
     order = np.argsort(-probabilities, kind="stable")
     best = float(probabilities[order[0]])
-    selected = [int(i) for i in order if best - probabilities[i] <= task.margin]
+    top = [int(i) for i in order[:top_k]]
+    selected = [i for i in top if best - probabilities[i] <= task.margin]
     decision = None
     if task.class_ids is not None:
         decision = int(any(task.class_ids[i] for i in selected))
-    top = [int(i) for i in order[:top_k]]
     return Classification(
         top_indices=top, top_labels=[task.labels[i] for i in top],
         top_probabilities=[float(probabilities[i]) for i in top], confidence=best, selected=selected,

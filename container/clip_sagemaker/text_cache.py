@@ -11,6 +11,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import metrics
+
 
 class TextCache:
     def __init__(self, model_key: str, capacity: int):
@@ -33,8 +35,10 @@ class TextCache:
                     self._entries.move_to_end((self._model_key, text))
                     found[text] = vector
             missing = [t for t in dict.fromkeys(texts) if t not in found]
-            self.hits += len(texts) - sum(1 for t in texts if t in missing)
-            self.misses += sum(1 for t in texts if t in missing)
+            misses = sum(1 for t in texts if t not in found)  # found is a dict: linear in the texts
+            self.hits += len(texts) - misses
+            self.misses += misses
+        metrics.count_lookups(metrics.TEXT_CACHE, len(texts) - misses, misses)
         if missing:
             for text, vector in zip(missing, encode_missing(missing)):
                 vector = np.array(vector)

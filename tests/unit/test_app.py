@@ -124,7 +124,7 @@ def test_seed003_labelled_classification_matches_open_clip_and_original_semantic
         assert labels == [LABELS[i] for i in order]
         np.testing.assert_allclose(probs, probabilities[order], atol=1e-4)
         assert answer["confidence"] == pytest.approx(probabilities.max(), abs=1e-4)
-        selected = [i for i in range(len(LABELS)) if probabilities.max() - probabilities[i] <= 0.02]
+        selected = [i for i in order if probabilities.max() - probabilities[i] <= 0.02]
         assert answer["classification"] == int(any(classes[i][1] for i in selected))
 
 
@@ -150,12 +150,29 @@ def test_general_classify_reports_label_decision_and_selected_classes(client, re
     classes = [[label, 0] for label in LABELS]
     classes[3][1] = 1
     body = post(client, "/invocations", {"task": "classify", "images": [b64(i) for i in IMAGES], "classes": classes,
-                         "margin": 1.0}).get_json()
+                         "margin": 1.0, "top_k": len(LABELS)}).get_json()
     expected = reference.classify_probabilities(IMAGES, LABELS)
     for result, probabilities in zip(body["results"], expected):
         assert result["label"] == LABELS[int(np.argmax(probabilities))]
-        assert sorted(result["selected"]) == list(range(len(LABELS)))  # margin 1 selects every class
+        assert sorted(result["selected"]) == list(range(len(LABELS)))  # margin 1 selects every top class
         assert result["classification"] == 1  # ... including class 3, whose id is truthy
+
+
+@pytest.mark.parametrize("task", [{}, {"task": "classify"}])
+def test_classes_within_the_margin_below_the_top_k_do_not_decide(client, reference, task):
+    # A tiny logit scale makes every class's probability about 1/6: all within the 0.02 margin. Only the
+    # two classes ranked below the top 3 have a truthy id, so seed 003's rule decides 0 (all classes: 1).
+    expected = reference.classify_probabilities(IMAGES[:1], LABELS, scale=0.01)[0]
+    assert expected.max() - expected.min() <= 0.02
+    order = np.argsort(-expected)
+    classes = [[label, int(i in order[4:])] for i, label in enumerate(LABELS)]
+    body = post(client, "/invocations", {**task, "images": [b64(IMAGES[0])], "classes": classes,
+                                         "logit_scale": 0.01}).get_json()
+    answer = body["results"][0] if task else body[0]
+    assert answer["prompts"][0] == order[:3].tolist()
+    assert answer["classification"] == 0
+    if task:
+        assert answer["selected"] == order[:3].tolist()
 
 
 # ---- health -----------------------------------------------------------------------------------------------

@@ -93,6 +93,9 @@ FIELDS = {
     "prompt_template": st.one_of(st.sampled_from(["a photo of a {label}", "{}", "{0}", "{label}{label}", "{label:>5}",
                                                   "{label!r}", "{", "}", "{{label}}", "no placeholder"]),
                                  st.text(max_size=20)),
+    "prompt_templates": st.one_of(st.sampled_from(["simple_imagenet", "openai_imagenet", "imagenet", "", " "]),
+                                  st.lists(st.sampled_from(["a photo of a {label}", "{}", "{label:>5}", "no label",
+                                                            "{"]), max_size=3)),
     "margin": st.floats(-1, 2, allow_nan=False),
     "logit_scale": st.floats(-10, 2000, allow_nan=False),
     "text": texts,
@@ -130,6 +133,9 @@ good_classes = st.one_of(st.lists(good_texts, min_size=1, max_size=4),
                          st.lists(st.tuples(good_texts, class_ids).map(list), min_size=1, max_size=4))
 classify_options = {
     "prompt_template": st.sampled_from(["a photo of a {label}", "{}", "{label}, a {label}", "{{x}} {0}"]),
+    "prompt_templates": st.one_of(st.just("simple_imagenet"),
+                                  st.lists(st.sampled_from(["a photo of a {label}", "{}", "{{x}} {0}"]), min_size=1,
+                                           max_size=3)),
     "top_k": st.one_of(st.integers(1, 6), st.just(2 ** 63)), "margin": st.floats(0, 1),
     "logit_scale": st.floats(0, 1000)}
 SEED_BODIES = {  # each earlier system's route, its own valid bodies
@@ -185,15 +191,15 @@ def perturbed(body):
     )
 
 
-OPTIONS = ("normalize", "top_k", "classes", "prompt_template", "margin", "logit_scale")
+OPTIONS = ("normalize", "top_k", "classes", "prompt_template", "prompt_templates", "margin", "logit_scale")
 bodies = st.one_of(
     valid_bodies.flatmap(perturbed), valid_bodies.flatmap(perturbed), valid_bodies.flatmap(perturbed),
     body_of(("task",), ("texts", "images", "queries", "candidates") + OPTIONS),  # general: any task's keys
     body_of((), ("texts", "images", "normalize")).map(lambda b: {"task": "embed", **b}),  # each task's own keys
     body_of((), ("queries", "candidates", "top_k")).map(lambda b: {"task": "rank", **b}),
-    body_of((), ("images", "classes", "prompt_template", "top_k", "margin", "logit_scale")).map(
+    body_of((), ("images", "classes", "prompt_template", "prompt_templates", "top_k", "margin", "logit_scale")).map(
         lambda b: {"task": "classify", **b}),
-    body_of(("images", "classes"), ("prompt_template", "top_k", "margin", "logit_scale")),  # seed 003
+    body_of(("images", "classes"), ("prompt_template", "prompt_templates", "top_k", "margin", "logit_scale")),  # 003
     body_of(("texts",), ("normalize",)),  # seed 000
     body_of((), ("text", "image", "normalize")),  # seed 001
     body_of(("queries", "candidates"), ()),  # seed 002 /rank

@@ -6,7 +6,9 @@ import zlib
 import numpy as np
 import pytest
 
+from clip_sagemaker.errors import ApiError
 from clip_sagemaker.inputs import ImageSource
+from clip_sagemaker.tasks import build_class_weights as tasks_build_class_weights
 from clip_sagemaker.tasks import (DEFAULT_MARGIN, DEFAULT_PROMPT_TEMPLATE, ClassifyTask, EmbedTask, Item, RankTask,
                                   classify, embed, encode_items, l2_normalize, rank, render_prompt, run, sigmoid,
                                   softmax)
@@ -39,6 +41,17 @@ class FakeEncoder:
         assert all(isinstance(i, ImageSource) for i in images)
         self.calls.append(("image", [i.value for i in images]))
         return np.stack([self.vector("image", i.value) for i in images])
+
+    TEMPLATE_SETS = {"pair": ("a photo of a {label}", "a drawing of a {label}")}
+
+    def template_set(self, name):
+        if name not in self.TEMPLATE_SETS:
+            raise ApiError(f"no set {name}", field="prompt_templates")
+        return self.TEMPLATE_SETS[name]
+
+    def class_weights(self, labels, templates, build):
+        """No cache here: the engine's is tested on the real model (test_prompt_ensembles.py)."""
+        return build()
 
 
 def img(value: str, index: int = 0) -> ImageSource:
@@ -216,7 +229,8 @@ def _classify_encoder(template=DEFAULT_PROMPT_TEMPLATE, images=None):
 
 
 def _expected_probabilities(enc, task):
-    prompts = unit([enc.vector("text", render_prompt(task.prompt_template, label)) for label in task.labels])
+    [template] = task.templates
+    prompts = unit([enc.vector("text", render_prompt(template, label)) for label in task.labels])
     images = unit([enc.vector("image", i.value) for i in task.images])
     return np_softmax(task.logit_scale * images @ prompts.T)
 
@@ -232,7 +246,7 @@ def _check_against_numpy(enc, task, results):
         # The encoder's vectors are float32, so allow float32 rounding in the normalisation.
         np.testing.assert_allclose(result.top_probabilities, row[order[:k]], rtol=1e-4, atol=1e-7)
         assert result.confidence == pytest.approx(row.max(), rel=1e-5)
-        assert result.selected == [i for i in order if row.max() - row[i] <= task.margin]
+        assert result.selected == [i for i in order[:k] if row.max() - row[i] <= task.margin]
         if task.class_ids is None:
             assert result.classification is None
         else:
@@ -312,6 +326,21 @@ def test_classification_is_one_if_any_selected_class_id_is_truthy(class_ids, exp
     assert result.classification == expected
 
 
+def test_only_the_top_k_classes_take_part_in_the_decision():
+    # All five classes within the margin of the best; the two below the top 3 carry the only truthy ids.
+    # Seed 003 loops over its top-3 list, so its decision is 0; deciding over every class would say 1.
+    enc = FakeEncoder(table={f"text:{render_prompt(DEFAULT_PROMPT_TEMPLATE, label)}": unit(E[0] + 1e-4 * i * E[1])
+                             for i, label in enumerate(LABELS)} | {"image:flat": unit(np.ones(DIM))})
+    task = ClassifyTask((img("flat"),), LABELS, class_ids=(1, 1, 0, 0, 0))
+    [result] = classify(task, enc)
+    probs = _expected_probabilities(enc, task)[0]
+    assert probs.max() - probs.min() <= DEFAULT_MARGIN  # a near-uniform answer: all five within the margin
+    assert result.top_indices == [4, 3, 2]
+    assert result.selected == [4, 3, 2]
+    assert result.classification == 0
+    _check_against_numpy(enc, task, [result])
+
+
 def test_exact_tie_keeps_the_earlier_class_first():
     enc = _classify_encoder(images={"tie": E[0] + E[1]})
     [result] = classify(ClassifyTask((img("tie"),), LABELS), enc)
@@ -341,10 +370,9 @@ def test_single_class_always_has_probability_one():
 @pytest.mark.parametrize("template", ["a photo of a {label}", "a photo of a {}", "{label}", "this is {} ({label})"])
 def test_prompt_template_with_either_placeholder_renders_each_label(template):
     enc = _classify_encoder(template=template, images={"x": E[2] + 0.2 * E[4]})
-    task = ClassifyTask((img("x"),), LABELS, prompt_template=template)
-    assert task.prompts() == [render_prompt(template, label) for label in LABELS]
+    task = ClassifyTask((img("x"),), LABELS, templates=(template,))
     [result] = classify(task, enc)
-    assert enc.calls[0] == ("text", task.prompts())
+    assert enc.calls[0] == ("text", [render_prompt(template, label) for label in LABELS])
     assert result.top_labels[0] == "boat"  # the template's own vectors were used, not random ones
     _check_against_numpy(enc, task, [result])
 
@@ -362,7 +390,7 @@ def test_custom_top_k_margin_and_logit_scale_are_honoured():
         for result in results:
             assert len(result.top_indices) == min(top_k, len(LABELS))
             if margin >= 1.0:
-                assert sorted(result.selected) == list(range(len(LABELS)))
+                assert result.selected == result.top_indices  # every top class, and only those
             if margin == 0.0:
                 assert result.selected == [result.top_indices[0]]
 
@@ -375,3 +403,35 @@ def test_lower_logit_scale_flattens_the_probabilities():
     assert flat.confidence < 0.5
     cos = unit(E[0] + 0.5 * E[1]) @ unit(E[:5]).T
     assert flat.confidence == pytest.approx(np_softmax(cos).max())
+
+
+# --- prompt ensembles ---------------------------------------------------------------------------------------
+
+def test_an_ensembles_class_weight_is_the_normalised_mean_of_its_normalised_prompts():
+    enc = FakeEncoder()
+    templates = ("a photo of a {label}", "a drawing of a {}", "{label}!")
+    weights = tasks_build_class_weights(("cat", "dog"), templates, enc)
+    assert enc.calls == [("text", [render_prompt(t, label) for label in ("cat", "dog") for t in templates])]
+    for row, label in zip(weights, ("cat", "dog")):
+        mean = unit([enc.vector("text", render_prompt(t, label)) for t in templates]).mean(axis=0)
+        np.testing.assert_allclose(row, unit(mean), rtol=1e-6)
+
+
+def test_classify_with_a_named_set_encodes_every_label_with_every_template():
+    enc = _classify_encoder(images={"x": E[0]})
+    [result] = classify(ClassifyTask((img("x"),), LABELS, templates="pair"), enc)
+    prompts = [render_prompt(t, label) for label in LABELS for t in FakeEncoder.TEMPLATE_SETS["pair"]]
+    assert enc.calls == [("text", prompts), ("image", ["x"])]
+    weights = tasks_build_class_weights(LABELS, FakeEncoder.TEMPLATE_SETS["pair"], _classify_encoder())
+    expected = np_softmax(100 * unit(E[0]) @ weights.astype(np.float64).T)
+    np.testing.assert_allclose(result.top_probabilities, np.sort(expected)[::-1][:3], rtol=1e-5, atol=1e-12)
+
+
+def test_too_many_prompts_are_refused_before_anything_is_encoded():
+    enc = FakeEncoder()
+    task = ClassifyTask((img("x"),), LABELS, templates="pair", max_prompts=9)  # 5 labels x 2 templates
+    with pytest.raises(ApiError) as raised:
+        classify(task, enc)
+    assert raised.value.status == 413 and "MAX_CLASSIFY_PROMPTS" in raised.value.message
+    assert enc.calls == []
+    assert len(classify(ClassifyTask((img("x"),), LABELS, templates="pair", max_prompts=10), enc)) == 1

@@ -1,7 +1,7 @@
 """Request formats: each turns a decoded JSON body into one internal task, plus a renderer for its answer.
 
-`detect` picks the format of a body posted to /invocations from its shape, first match wins (the rule the
-README documents):
+`format_of` names the format of a body posted to /invocations from its shape, first match wins (the rule
+the README documents; `detect` parses the body in it):
 
 1. an object with `task`                    → the task format, this container's own (task_format.py)
 2. a list                                   → CLIP-API-service's `/encode` (clip_api_service.py)
@@ -63,28 +63,32 @@ def _is_object_with(*keys: str) -> Callable[[Any], bool]:
 
 
 FORMATS: tuple[tuple[str, Callable[[Any], bool], Parse], ...] = (
-    ("task format", _is_object_with("task"), task_format.parse),
+    ("task", _is_object_with("task"), task_format.parse),
     ("encode", lambda body: isinstance(body, list), clip_api_service.parse_encode),
     ("rank", _is_object_with("queries", "candidates"), clip_api_service.parse_rank),
-    ("sagemaker clip", _is_object_with("images", "classes"), sagemaker_clip.parse),
+    ("sagemaker_clip", _is_object_with("images", "classes"), sagemaker_clip.parse),
     ("embed", _is_object_with("texts"), openclip_service.parse),
     ("embeddings", lambda body: isinstance(body, dict) and ("text" in body or "image" in body), openclip_api.parse),
-    ("openai embeddings", _is_object_with("input"), openai_embeddings.parse),
+    ("openai_embeddings", _is_object_with("input"), openai_embeddings.parse),
 )
 _PARSERS = {name: parse for name, _, parse in FORMATS}
-_PARSERS["weaviate vectorize"] = weaviate_clip.parse
+_PARSERS["weaviate_vectorize"] = weaviate_clip.parse
 
 
-def detect(body: Any, options: Mapping[str, Any], limits: Limits) -> Call:
-    for _, matches, parse in FORMATS:
+def format_of(body: Any) -> str:
+    for name, matches, _ in FORMATS:
         if matches(body):
-            return Call(*parse(body, options, limits))
+            return name
     if isinstance(body, dict):
         keys = ", ".join(sorted(body)) or "none"
         raise ApiError(f"unrecognised request format (keys: {keys}); send {{\"task\": \"embed\" | \"rank\" | "
                        f"\"classify\", ...}} or one of the formats in the README", code="unknown_format")
     raise ApiError(f"unrecognised request format: the body is {type_name(body)}, expected a JSON object or list",
                    code="unknown_format")
+
+
+def detect(body: Any, options: Mapping[str, Any], limits: Limits) -> Call:
+    return parse_as(format_of(body), body, options, limits)
 
 
 def parse_as(name: str, body: Any, options: Mapping[str, Any], limits: Limits) -> Call:

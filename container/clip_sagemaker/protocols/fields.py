@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from ..errors import ApiError, invalid
 from ..inputs import ImageSource
@@ -18,9 +18,10 @@ _PLACEHOLDERS = ("", "0", "label")  # {}, {0} and {label}: the label itself
 
 @dataclass(frozen=True)
 class Limits:
-    """How much one request may hold (MAX_ITEMS, MAX_TEXT_CHARS)."""
+    """How much one request may hold (MAX_ITEMS, MAX_TEXT_CHARS, MAX_CLASSIFY_PROMPTS)."""
     max_items: int = 256
     max_text_chars: int = 10_000
+    max_classify_prompts: int = 4096
 
 
 def type_name(value: Any) -> str:
@@ -138,6 +139,11 @@ def prompt_template(body: dict, key: str, default: str) -> str:
     value = body.get(key)
     if value is None:
         return default
+    return template(value, key)
+
+
+def template(value: Any, key: str) -> str:
+    """One prompt template: a string whose only placeholders are the label's ({label}, {} or {0})."""
     if not isinstance(value, str):
         raise invalid(key, f"must be a string, got {type_name(value)}")
     try:
@@ -153,6 +159,29 @@ def prompt_template(body: dict, key: str, default: str) -> str:
     if "\x00" not in probe:
         raise invalid(key, "must contain the label placeholder {label} or {}")
     return value
+
+
+def prompt_templates(body: dict, labels: tuple[str, ...], default: str,
+                     limits: Limits) -> Union[tuple[str, ...], str]:
+    """`prompt_templates` (a list of templates, or the name of a set, which the model layer resolves) or
+    `prompt_template` (one): the templates every label becomes prompts through."""
+    value = body.get("prompt_templates")
+    if value is None:
+        one = prompt_template(body, "prompt_template", default)
+        check_prompt_lengths(one, labels, "prompt_template", limits)
+        return (one,)
+    if body.get("prompt_template") is not None:
+        raise ApiError("give prompt_template (one template) or prompt_templates (several, or a set's name), not "
+                       "both", code="conflicting_fields", field="prompt_templates")
+    if isinstance(value, str):
+        if not value.strip():
+            raise invalid("prompt_templates", "must name a template set or be a list of templates")
+        return value
+    templates = tuple(template(v, f"prompt_templates[{i}]")
+                      for i, v in enumerate(as_list(value, "prompt_templates", limits)))
+    for i, one in enumerate(templates):
+        check_prompt_lengths(one, labels, f"prompt_templates[{i}]", limits)
+    return templates
 
 
 def check_prompt_lengths(template: str, labels: tuple[str, ...], key: str, limits: Limits) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from .. import codecs, protocols
+from .. import codecs
 from ..pipeline import Pipeline
 from .integrations import answer_openai
 
@@ -23,7 +23,8 @@ def earlier_system_routes(pipeline: Pipeline) -> Blueprint:
             if format_name == "embeddings" and isinstance(body, dict) and "input" in body:
                 return answer_openai(pipeline, body)
             accept = pipeline.accept((codecs.JSON, codecs.NPY))
-            return pipeline.answer(protocols.parse_as(format_name, body, pipeline.options(), pipeline.limits), accept)
+            call = pipeline.call(body, pipeline.options(), format_name)
+            return pipeline.answer(call, accept)
         handler.__name__ = f"earlier_{format_name}"
         return handler
 

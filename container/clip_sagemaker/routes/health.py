@@ -1,4 +1,4 @@
-"""Health and model information: /ping, /, /execution-parameters, /info and /openapi.json.
+"""Health, model information and metrics: /ping, /, /execution-parameters, /info, /openapi.json and /metrics.
 
 Nothing here runs inference: SageMaker times a ping out after 2 s, also while a batch is running.
 """
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import importlib.resources
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
-from .. import codecs
+from .. import codecs, metrics
 from ..pipeline import Pipeline
 
 OPENAPI_FILE = "openapi.json"  # the OpenAPI 3.1 description of every route, in the package
@@ -48,5 +48,11 @@ def health_routes(pipeline: Pipeline) -> Blueprint:
     @routes.get("/openapi.json")
     def openapi() -> Response:
         return Response(openapi_document, mimetype=codecs.JSON)
+
+    @routes.get("/metrics")
+    def prometheus_metrics() -> Response:
+        """Every worker's counts (multiprocess mode), also while the model loads."""
+        body, content_type = metrics.exposition(pipeline.settings.metrics_dir, request.headers.get("Accept"))
+        return Response(body, content_type=content_type)
 
     return routes

@@ -3,7 +3,7 @@ JSON, JSON Lines, CSV records or one raw image. `invoke` is also a multi-model e
 /models/{name}/invoke (routes/models.py)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from .. import codecs, protocols, tasks
 from ..inputs import ImageSource
@@ -30,10 +30,11 @@ def invoke(pipeline: Pipeline) -> Response:
         return pipeline.answer_records(kind, options)
     accept = pipeline.accept()
     if kind == "image":
+        g.format = "image"
         image = ImageSource(pipeline.body(batch_request=False), "body")
         normalize = fields.boolean(fields.with_options({}, options, {"normalize"}), "normalize", True)
         # Answered like the task format's embed task with that one image.
         call = protocols.Call(tasks.EmbedTask((tasks.Item(image),), normalize), task_format.embed_renderer(0))
     else:
-        call = protocols.detect(pipeline.json_body(), options, pipeline.limits)
+        call = pipeline.call(pipeline.json_body(), options)
     return pipeline.answer(call, accept)

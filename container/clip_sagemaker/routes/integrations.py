@@ -12,12 +12,12 @@ import time
 
 from flask import Blueprint, Response, g
 
-from .. import codecs, protocols
+from .. import codecs
 from ..errors import OPENAI_STYLE, WEAVIATE_STYLE, ApiError, Unavailable
 from ..pipeline import Pipeline
 from .health import json_response
 
-OPENAI_FORMAT = "openai embeddings"
+OPENAI_FORMAT = "openai_embeddings"
 OWNER = "clip-sagemaker"
 
 
@@ -58,7 +58,7 @@ def openai_routes(pipeline: Pipeline) -> Blueprint:
 def answer_openai(pipeline: Pipeline, body) -> Response:
     _use_openai_errors()
     accept = pipeline.accept((codecs.JSON,))
-    return pipeline.answer(protocols.parse_as(OPENAI_FORMAT, body, pipeline.options(), pipeline.limits), accept)
+    return pipeline.answer(pipeline.call(body, pipeline.options(), OPENAI_FORMAT), accept)
 
 
 def weaviate_routes(pipeline: Pipeline) -> Blueprint:
@@ -84,7 +84,7 @@ def weaviate_routes(pipeline: Pipeline) -> Blueprint:
     def vectorize() -> Response:
         # Weaviate's module sends neither Accept nor Content-Type: both mean JSON.
         accept = pipeline.accept((codecs.JSON,))
-        call = protocols.parse_as("weaviate vectorize", pipeline.json_body(), {}, pipeline.limits)
+        call = pipeline.call(pipeline.json_body(), {}, "weaviate_vectorize")
         return pipeline.answer(call, accept)
 
     return routes
