@@ -31,7 +31,7 @@ ENVIRONMENT: tuple[str, ...] = (
     # where the model comes from
     "MODEL_DIR", "BAKED_MODEL_DIR", "CLIP_MODEL", "MODEL_NAME", "MODEL_PRETRAINED", "MODEL_ID",
     # where and how it runs
-    "DEVICE", "PRECISION", "TORCH_NUM_THREADS",
+    "DEVICE", "PRECISION", "TORCH_NUM_THREADS", "MEMORY_LIMIT_MB",
     # the HTTP server
     "SAGEMAKER_BIND_TO_PORT", "SAGEMAKER_MODEL_SERVER_WORKERS", "SERVER_THREADS", "SAGEMAKER_MODEL_SERVER_TIMEOUT",
     "SAGEMAKER_BATCH", "ASYNC_INFERENCE", "LOG_LEVEL",
@@ -121,6 +121,7 @@ class Settings:
     device: Optional[str] = None
     precision: Optional[str] = None
     torch_threads: Optional[int] = None
+    memory_limit_mb: Optional[int] = None  # None: the cgroup's limit, if any
     # HTTP server.
     port: int = 8080
     workers: Optional[int] = None
@@ -172,6 +173,7 @@ class Settings:
             device=(_text(env, "DEVICE") or "").lower() or None,
             precision=precision,
             torch_threads=_int(env, "TORCH_NUM_THREADS", None),
+            memory_limit_mb=_int(env, "MEMORY_LIMIT_MB", None),
             port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),
             workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", None),
             http_threads=_int(env, "SERVER_THREADS", 32),
