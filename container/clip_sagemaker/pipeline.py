@@ -96,10 +96,10 @@ class Pipeline:
     def answer_records(self, kind: str, options: Mapping[str, Any]) -> Response:
         """JSON Lines or CSV: one answer per input line, in order; a failing record answers an error line.
 
-        The body is read, answered and sent a chunk of records at a time (a streamed response), so that an
-        asynchronous endpoint's 1 GB body costs a chunk's worth of memory, not several times its size. Every
-        whole-request failure (too large, not acceptable, not ready) is decided before the first byte is sent;
-        after it, failures are the failing records' own lines."""
+        The body is spooled whole (within its limit), then read back, answered and sent a chunk of records at a
+        time (a streamed response), so that an asynchronous endpoint's 1 GB body costs a chunk's worth of
+        memory, not several times its size. Every whole-request failure (too large, not acceptable, not ready)
+        is decided before the first byte is sent; after it, failures are the failing records' own lines."""
         accept = self.accept((codecs.JSONLINES, codecs.JSON) + ((codecs.CSV,) if kind == "csv" else ()))
         engine = self.slot.get()  # not ready is the whole request's answer (503), not every record's
         body = self._spooled_body()
