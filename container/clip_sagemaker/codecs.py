@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from typing import Any, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import orjson
@@ -80,12 +80,19 @@ def decode_request(body: bytes, content_type: Optional[str]) -> Any:
     return decode_json(body, media_type(content_type)[1].get("charset"))
 
 
-def split_lines(body: bytes) -> list[bytes]:
-    """JSON Lines → one record per line; a final newline ends the last record rather than adding one."""
-    lines = body.split(b"\n")
-    if lines and not lines[-1].strip():
-        lines.pop()
-    return [line.rstrip(b"\r") for line in lines]
+def iter_lines(read: Callable[[int], bytes], block_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """JSON Lines → one record per line, read `block_bytes` at a time from `read` (a request's input stream),
+    so that a large body is never held whole; a final newline ends the last record rather than adding one."""
+    tail = b""
+    while True:
+        block = read(block_bytes)
+        if not block:
+            break
+        lines = (tail + block).split(b"\n")
+        tail = lines.pop()
+        yield from (line.rstrip(b"\r") for line in lines)
+    if tail.strip():
+        yield tail.rstrip(b"\r")
 
 
 def parse_custom_attributes(header: Optional[str]) -> dict[str, Any]:
@@ -169,6 +176,23 @@ def encode_json_lines(payloads: list[Any]) -> bytes:
     # No newline after the last line: Batch Transform's AssembleWith=Line adds one after each response, and
     # a second would put a blank line into the output between every two requests.
     return b"\n".join(encode_json(p) for p in payloads)
+
+
+def encode_answer_stream(chunks: Iterable[list[Any]], accept: str) -> Iterator[bytes]:
+    """Record answers, arriving a chunk at a time, as one JSON Lines, CSV or JSON array body, piece by piece:
+    the same bytes the whole list would encode to, without ever holding it."""
+    encode_chunk = {JSONLINES: encode_json_lines, CSV: encode_csv_embeddings,
+                    JSON: lambda answers: b",".join(encode_json(a) for a in answers)}[accept]
+    separator = b"," if accept == JSON else b"\n"
+    if accept == JSON:
+        yield b"["
+    first = True
+    for answers in chunks:
+        if answers:
+            yield encode_chunk(answers) if first else separator + encode_chunk(answers)
+            first = False
+    if accept == JSON:
+        yield b"]"
 
 
 def encode_csv_embeddings(answers: list[dict]) -> bytes:

@@ -112,6 +112,9 @@ def render_config(settings: Settings, layout: Layout, files: FrontFiles) -> str:
     client_s = f"{round(settings.client_timeout_s * 1000)}ms"  # nginx takes no fractions of a second
     largest = body_limit(settings, execution_parameters(settings, layout), batch_request=True).bytes
     errors = _error_locations(settings, layout)
+    # An asynchronous endpoint's bodies (up to 1 GB) come from SageMaker's own service reading S3, never from
+    # a slow client: streamed to the app, which spools them once, instead of a second copy under /tmp.
+    request_buffering = "off" if settings.async_mode else "on"
     # Internal URIs, not named locations: a request whose line could not be parsed has no URI to redirect from.
     error_pages = "\n".join(f"        location = {ERROR_PREFIX}{name} {{ internal; default_type application/json; "
                             f"return {status} {_quoted(body)}; }}" for name, status, body in errors)
@@ -165,6 +168,7 @@ http {{
             proxy_send_timeout {upstream_s}s;
             proxy_read_timeout {upstream_s}s;
             proxy_next_upstream off;    # never send a request to the app twice
+            proxy_request_buffering {request_buffering};
             proxy_redirect off;
             proxy_buffers 16 64k;
             proxy_busy_buffers_size 128k;

@@ -22,8 +22,8 @@ from .front import FrontFiles, front_wanted, nginx_command, write_config
 from .model_source import ModelSourceError, resolve_model_source
 from .precision import PrecisionError, refuse_fp16_on_cpu
 from .supervisor import Supervisor
-from .worker_layout import plan_layout
-from .settings import GUNICORN_BIND_ENV, Settings, SettingsError
+from .worker_layout import MemoryBudget, MemoryFitError, memory_budget, plan_layout
+from .settings import GUNICORN_BIND_ENV, MB, Settings, SettingsError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,10 @@ def main() -> int:
         FetchPolicy.from_settings(settings)
         # A multi-model endpoint starts with no model: SageMaker loads them over POST /models.
         source = None if settings.multi_model else resolve_model_source(settings)
-        layout = plan_layout(settings)
+        memory = memory_budget(settings)
+        if source is not None:
+            memory.require_one()
+        layout = plan_layout(settings, memory=memory)
         # Decided here without torch (the master must not map it): on a CPU when no GPU is counted.
         on_cpu = (settings.device or "").startswith("cpu") or (not settings.device and layout.gpus == 0)
         refuse_fp16_on_cpu(settings.precision, on_cpu)
@@ -43,20 +46,21 @@ def main() -> int:
         # Named after this process: gunicorn's master when it execs, else the supervisor, which removes it.
         folder = metrics_folder.prepare_dir(settings.metrics_dir, os.getpid())
         os.environ[metrics_folder.MULTIPROCESS_DIR_ENV] = folder
-    except (SettingsError, ModelSourceError, PrecisionError, OSError) as exc:
+    except (SettingsError, ModelSourceError, PrecisionError, MemoryFitError, OSError) as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
         return 2
     described = source.description if source else "multi-model endpoint (models are loaded over POST /models)"
     front = "nginx in front" if nginx else "no front (FRONT=off or nginx not installed)"
     print(f"serve: {described}; port {settings.port}, {front}; {layout.workers} worker(s) x "
           f"{settings.http_threads} HTTP threads, {layout.torch_threads} torch thread(s) each; "
-          f"timeout {settings.timeout_s:g} s", flush=True)
+          f"timeout {settings.timeout_s:g} s{_memory_note(memory)}", flush=True)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
     # No --chdir: relative paths in the settings (MODEL_DIR=model) mean what they meant to the caller.
     gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:clip_sagemaker.gunicorn_config",
                 "clip_sagemaker.wsgi:create_production_app()"]
     if nginx is None:
         os.execv(sys.executable, gunicorn)
+        return 0  # not reached: this process is gunicorn now
     files = FrontFiles.create()
     try:
         write_config(settings, layout, files)
@@ -65,6 +69,13 @@ def main() -> int:
     finally:
         shutil.rmtree(files.run_dir, ignore_errors=True)
         metrics_folder.remove_if_default(folder, os.getpid())
+
+
+def _memory_note(memory: MemoryBudget) -> str:
+    if memory.available_bytes is None:
+        return ""
+    needed = "" if memory.worker_bytes is None else f", about {memory.worker_bytes // MB} MiB per worker"
+    return f"; memory {memory.available_bytes // MB} MiB ({memory.limited_by}){needed}"
 
 
 if __name__ == "__main__":

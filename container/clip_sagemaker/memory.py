@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .worker_layout import CGROUP_ROOT
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 MEMINFO = Path("/proc/meminfo")
 # cgroup v1 writes "no limit" as the largest page-aligned 64-bit number; anything this large is no limit.
 _NO_LIMIT = 1 << 60
@@ -28,7 +28,8 @@ class Available:
     source: str  # where the figure comes from, for messages
 
 
-def _read_int(path: Path) -> Optional[int]:
+def read_cgroup_bytes(path: Path) -> Optional[int]:
+    """A cgroup file's byte count; None when absent, unreadable, or no limit (`max`, v1's huge number)."""
     try:
         text = path.read_text().strip()
     except OSError:
@@ -59,8 +60,8 @@ def cgroup_memory_left(root: Path = CGROUP_ROOT) -> Optional[int]:
             ("memory.max", "memory.current", "memory.stat", "inactive_file"),
             ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat",
              "total_inactive_file")):
-        limit = _read_int(root / limit_file)
-        usage = _read_int(root / usage_file)
+        limit = read_cgroup_bytes(root / limit_file)
+        usage = read_cgroup_bytes(root / usage_file)
         if limit is not None and usage is not None:
             working_set = max(0, usage - _stat_field(root / stat_file, inactive))
             return max(0, limit - working_set)

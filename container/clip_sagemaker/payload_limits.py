@@ -6,7 +6,7 @@ Configuration, derived once from Settings and the worker layout; the HTTP layer 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from .errors import ApiError
 from .settings import MB, SAGEMAKER_PAYLOAD_LIMIT_MB, Settings
@@ -41,6 +41,11 @@ def execution_parameters(settings: Settings, layout: Layout) -> ExecutionParamet
 class BodyLimit(NamedTuple):
     bytes: int
     setting: str  # what a client would ask the operator to raise
+
+    def check_announced(self, content_length: Optional[int]) -> None:
+        """Refuses a body whose Content-Length is already past the limit, before any of it is read."""
+        if content_length is not None and content_length > self.bytes:
+            raise self.refuse()
 
     def refuse(self) -> ApiError:
         return ApiError(f"the request body is larger than {self.bytes / MB:g} MB, the limit of {self.setting}",

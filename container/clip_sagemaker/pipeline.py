@@ -6,9 +6,12 @@ Part of the HTTP layer: it reads Flask's request and imports no torch.
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping, Optional
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional
 
 from flask import Response, g, request
 
@@ -21,6 +24,18 @@ from .worker_layout import plan_layout
 
 log = logging.getLogger(__name__)
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+# Records answered together: enough to fill several forward passes, few enough that a chunk's records and
+# answers stay a few MB whatever the body's size.
+RECORDS_PER_CHUNK = 256
+# Bodies up to this size are held in memory, larger ones in a temporary file while they are answered.
+SPOOL_BYTES = 8 * 1024 * 1024
+BLOCK_BYTES = 1024 * 1024
+
+
+def _chunks(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    iterator = iter(lines)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 class Pipeline:
@@ -43,8 +58,7 @@ class Pipeline:
 
     def body(self, batch_request: bool) -> bytes:
         limit = body_limit(self.settings, self.parameters, batch_request)
-        if request.content_length is not None and request.content_length > limit.bytes:
-            raise limit.refuse()
+        limit.check_announced(request.content_length)
         body = request.get_data(cache=False)
         if len(body) > limit.bytes:
             raise limit.refuse()
@@ -92,19 +106,54 @@ class Pipeline:
         return Response(codecs.encode_json(payload), mimetype=codecs.JSON)
 
     def answer_records(self, kind: str, options: Mapping[str, Any]) -> Response:
-        """JSON Lines or CSV: one answer per input line, in order; a failing record answers an error line."""
-        g.format = kind
+        """JSON Lines or CSV: one answer per input line, in order; a failing record answers an error line.
+
+        The body is spooled whole (within its limit), then read back, answered and sent a chunk of records at a
+        time (a streamed response), so that an asynchronous endpoint's 1 GB body costs a chunk's worth of
+        memory, not several times its size. Every whole-request failure (too large, not acceptable, not ready)
+        is decided before the first byte is sent; after it, failures are the failing records' own lines."""
         accept = self.accept((codecs.JSONLINES, codecs.JSON) + ((codecs.CSV,) if kind == "csv" else ()))
-        lines = codecs.split_lines(self.body(batch_request=True))
-        g.items = len(lines)
+        g.format = kind
         engine = self.engine()  # not ready is the whole request's answer (503), not every record's
+        body = self._spooled_body()
         parse = records.csv_record if kind == "csv" else records.json_record
-        answers = self._answer_each([parse(line, options, self.limits) for line in lines], engine, g.started)
-        if accept == codecs.CSV:
-            return Response(codecs.encode_csv_embeddings(answers), mimetype=codecs.CSV)
-        if accept == codecs.JSON:
-            return Response(codecs.encode_json(answers), mimetype=codecs.JSON)
-        return Response(codecs.encode_json_lines(answers), mimetype=codecs.JSONLINES)
+        g.items = None  # counted only as the answer streams: logged at its end
+        chunks = self._answer_chunks(body, lambda line: parse(line, options, self.limits), engine, g.started,
+                                     g.request_id)
+        return Response(codecs.encode_answer_stream(chunks, accept), mimetype=accept)
+
+    def _answer_chunks(self, body: BinaryIO, parse: Callable[[bytes], records.Record], engine, started: float,
+                       request_id: str) -> Iterator[list[Any]]:
+        """The answers of each chunk of records, in order; the body is closed when the answer ends."""
+        count = 0
+        with body:
+            for chunk in _chunks(codecs.iter_lines(body.read, BLOCK_BYTES), RECORDS_PER_CHUNK):
+                count += len(chunk)
+                try:
+                    answered = self._answer_each([parse(line) for line in chunk], engine, started)
+                except Exception:  # noqa: BLE001 - the status is sent: a bug must still leave one line per record
+                    log.exception("request %s: a chunk of records failed", request_id)
+                    answered = [internal_error().body()] * len(chunk)
+                yield answered
+        log.info("request %s: %d records answered in %.1f s", request_id, count, time.monotonic() - started)
+
+    def _spooled_body(self) -> BinaryIO:
+        """A batch request's whole body, read within its limit before anything is answered.
+
+        Read whole first, so that a body past the limit is a 413 even without a Content-Length, and so that
+        a client that sends all of its body before it reads the answer (most do) never waits on an answer
+        that waits on the rest of the body; spooled to a temporary file past SPOOL_BYTES, so that memory
+        holds only the chunk being answered."""
+        limit = body_limit(self.settings, self.parameters, batch_request=True)
+        limit.check_announced(request.content_length)
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        while block := request.stream.read(BLOCK_BYTES):
+            spool.write(block)
+            if spool.tell() > limit.bytes:
+                spool.close()
+                raise limit.refuse()
+        spool.seek(0)
+        return spool
 
     def _answer_each(self, batch: list[records.Record], engine, started: float) -> list[Any]:
         """Item records share forward passes (tasks.embed_each); full requests run side by side."""

@@ -20,6 +20,9 @@ DEFAULT_MODEL_PRETRAINED = "laion2b_s34b_b79k"
 MB = 1024 * 1024
 # Batch Transform's ceiling for MaxPayloadInMB, and for MaxConcurrentTransforms x MaxPayloadInMB.
 SAGEMAKER_PAYLOAD_LIMIT_MB = 100
+# Asynchronous endpoints: a request body of up to 1 GB (an S3 object), up to an hour per request.
+ASYNC_PAYLOAD_LIMIT_MB = 1024
+ASYNC_TIMEOUT_S = 3600.0
 # gunicorn's post_fork hook tells each worker its slot (which GPU it takes) through this variable.
 WORKER_SLOT_ENV = "CLIP_WORKER_SLOT"
 # Where gunicorn listens when the front (nginx) takes the port: the launcher sets it, gunicorn's config reads it.
@@ -30,10 +33,10 @@ ENVIRONMENT: tuple[str, ...] = (
     # where the model comes from
     "MODEL_DIR", "BAKED_MODEL_DIR", "CLIP_MODEL", "MODEL_NAME", "MODEL_PRETRAINED", "MODEL_ID",
     # where and how it runs
-    "DEVICE", "PRECISION", "TORCH_NUM_THREADS",
+    "DEVICE", "PRECISION", "TORCH_NUM_THREADS", "MEMORY_LIMIT_MB",
     # the HTTP server
     "SAGEMAKER_BIND_TO_PORT", "SAGEMAKER_MODEL_SERVER_WORKERS", "SERVER_THREADS", "SAGEMAKER_MODEL_SERVER_TIMEOUT",
-    "SAGEMAKER_BATCH", "LOG_LEVEL", "FRONT", "CLIENT_TIMEOUT", "PROMETHEUS_MULTIPROC_DIR",
+    "SAGEMAKER_BATCH", "ASYNC_INFERENCE", "LOG_LEVEL", "FRONT", "CLIENT_TIMEOUT", "PROMETHEUS_MULTIPROC_DIR",
     # the model loop and the work around it
     "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_QUEUE", "TEXT_CACHE_SIZE", "CLASS_WEIGHT_CACHE_SIZE", "TEXT_TRIM",
     "JPEG_DRAFT", "TORCHSCRIPT", "CPU_PHASES",
@@ -135,12 +138,14 @@ class Settings:
     device: Optional[str] = None
     precision: Optional[str] = None
     torch_threads: Optional[int] = None
+    memory_limit_mb: Optional[int] = None  # None: the cgroup's limit, if any
     # HTTP server.
     port: int = 8080
     workers: Optional[int] = None
     http_threads: int = 32
     timeout_s: float = 60.0
     batch_mode: bool = False
+    async_mode: bool = False
     log_level: str = "info"
     # The buffering front (front.py): "on", "off", or "auto" (on when nginx is installed).
     front: str = "auto"
@@ -179,6 +184,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
         batch_mode = _bool(env, "SAGEMAKER_BATCH", False)
+        async_mode = _bool(env, "ASYNC_INFERENCE", False)
         model_dir = _text(env, "MODEL_DIR")
         baked_model_dir = _text(env, "BAKED_MODEL_DIR")
         precision = _choice(env, "PRECISION", ("fp32", "fp16", "bf16"))
@@ -194,12 +200,16 @@ class Settings:
             device=(_text(env, "DEVICE") or "").lower() or None,
             precision=precision,
             torch_threads=_int(env, "TORCH_NUM_THREADS", None),
+            memory_limit_mb=_int(env, "MEMORY_LIMIT_MB", None),
             port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),
             workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", None),
             http_threads=_int(env, "SERVER_THREADS", 32),
-            # Batch Transform allows up to an hour per invocation; real-time endpoints cut off at 60 s.
-            timeout_s=_float(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 600.0 if batch_mode else 60.0, 1.0),
+            # Batch Transform allows up to an hour per invocation (600 s by default), asynchronous endpoints an
+            # hour; real-time endpoints cut off at 60 s.
+            timeout_s=_float(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+                             ASYNC_TIMEOUT_S if async_mode else 600.0 if batch_mode else 60.0, 1.0),
             batch_mode=batch_mode,
+            async_mode=async_mode,
             log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error", "critical")) or "info",
             front=_front(env),
             client_timeout_s=_float(env, "CLIENT_TIMEOUT", 60.0, 1.0),
@@ -213,7 +223,7 @@ class Settings:
             jpeg_draft=_bool(env, "JPEG_DRAFT", True),
             torchscript=_bool(env, "TORCHSCRIPT", True),
             cpu_phases=_bool(env, "CPU_PHASES", True),
-            max_body_bytes=_int(env, "MAX_BODY_MB", 6) * MB,
+            max_body_bytes=_int(env, "MAX_BODY_MB", ASYNC_PAYLOAD_LIMIT_MB if async_mode else 6) * MB,
             # The job's own settings (SageMaker passes them as SAGEMAKER_*) win over the container's defaults.
             batch_max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", None)
             or _int(env, "BATCH_MAX_PAYLOAD_MB", None),

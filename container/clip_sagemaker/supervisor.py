@@ -10,6 +10,7 @@ a model that no client can reach; exiting lets SageMaker or `docker run --restar
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -39,14 +40,24 @@ def _wait(process: subprocess.Popen, seconds: float) -> bool:
         return False
 
 
+def _start(command: list[str]) -> subprocess.Popen:
+    # A process group of its own: when its leader dies, whatever it leaves behind (nginx's workers go on
+    # serving the port after their master is killed) can still be found and stopped.
+    return subprocess.Popen(command, start_new_session=True)
+
+
 def _stop(process: subprocess.Popen, first_signal: int, seconds: float) -> None:
-    """Sends `first_signal`, then SIGKILL if the process is still there after `seconds`."""
-    if process.poll() is not None:
-        return
-    process.send_signal(first_signal)
-    if not _wait(process, seconds):
-        process.kill()
-        process.wait()
+    """Sends `first_signal`, then SIGKILL if the process is still there after `seconds`; then removes any
+    process its group still holds."""
+    if process.poll() is None:
+        process.send_signal(first_signal)
+        if not _wait(process, seconds):
+            process.kill()
+            process.wait()
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 class Supervisor:
@@ -64,10 +75,10 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        self.gunicorn = subprocess.Popen(self.gunicorn_cmd)
+        self.gunicorn = _start(self.gunicorn_cmd)
         if not self._wait_for_socket():
             return self._shut_down()
-        self.nginx = subprocess.Popen(self.nginx_cmd)
+        self.nginx = _start(self.nginx_cmd)
         while not self.stopping and self.gunicorn.poll() is None and self.nginx.poll() is None:
             time.sleep(POLL_S)
         return self._shut_down()

@@ -148,12 +148,13 @@ def _load(server, stop: threading.Event, outcomes: list) -> list[threading.Threa
 def test_killing_either_process_under_load_stops_serve_non_zero_promptly(serve, tiny_model_dir, victim):
     srv = serve({"MODEL_DIR": str(tiny_model_dir), **FRONT_ENV})
     srv.was_ready = False  # its exit status is this test's to check, not the fixture's
+    nginx = srv.nginx()
     stop, outcomes = threading.Event(), []
     threads = _load(srv, stop, outcomes)
     try:
         time.sleep(1.0)
         assert 200 in outcomes
-        os.kill(srv.nginx() if victim == "nginx" else srv.master(), signal.SIGKILL)
+        os.kill(nginx if victim == "nginx" else srv.master(), signal.SIGKILL)
         killed = time.monotonic()
         status = srv.wait_exit(timeout=20)
         took = time.monotonic() - killed
@@ -163,6 +164,8 @@ def test_killing_either_process_under_load_stops_serve_non_zero_promptly(serve, 
             thread.join(15)
     assert status != 0 and took < 10, (status, took)
     assert f"{victim.split()[0]} exited with status" in srv.log()
+    with pytest.raises(ProcessLookupError):  # nothing is left behind: nginx's workers outlive a killed master
+        os.killpg(nginx, 0)
 
 
 def _slow_image_body() -> bytes:

@@ -88,6 +88,49 @@ def test_a_large_json_lines_body_is_accepted_where_a_json_body_is_413(settings, 
     assert "3 MB" in too_big.get_json()["error"]["message"] and "BATCH_MAX_PAYLOAD_MB" in too_big.get_json()["error"]["message"]
 
 
+def test_records_across_many_chunks_keep_their_order_and_their_own_errors(client, reference):
+    from clip_sagemaker.pipeline import RECORDS_PER_CHUNK
+
+    count = 2 * RECORDS_PER_CHUNK + 3
+    body = jsonl(*({"id": i, "text": f"caption {i % 5}"} if i % 100 else f"broken line {i}" for i in range(count)))
+    answers = post_lines(client, body)
+    assert len(answers) == count
+    vectors = reference.texts([f"caption {i}" for i in range(5)])
+    for i, answer in enumerate(answers):
+        if i % 100:
+            assert answer["id"] == i
+            np.testing.assert_allclose(answer["embedding"], vectors[i % 5], atol=1e-5)
+        else:
+            assert answer["error"]["code"] == "malformed_json"
+
+
+def test_records_streamed_as_a_json_array_are_one_document(client, reference):
+    from clip_sagemaker.pipeline import RECORDS_PER_CHUNK
+
+    body = jsonl(*({"id": i, "text": "red sofa"} for i in range(RECORDS_PER_CHUNK + 1)))
+    response = post(client, "/invocations", body, "application/jsonlines", Accept="application/json")
+    answers = response.get_json()
+    assert [a["id"] for a in answers] == list(range(RECORDS_PER_CHUNK + 1))
+    np.testing.assert_allclose(answers[-1]["embedding"], reference.texts(["red sofa"])[0], atol=1e-5)
+
+
+def test_a_chunked_batch_body_past_the_limit_is_413_before_any_answer(settings, engine):
+    from clip_sagemaker.app import create_app
+    from clip_sagemaker.readiness import EngineSlot
+
+    client = create_app(settings.replace(max_body_bytes=1 * MB), EngineSlot(engine)).test_client()
+    lines = b'{"text": "' + b"x" * 100 + b'"}\n'
+    # No Content-Length: the limit can only be found while reading, and must still be the whole answer.
+    def post_chunked(data: bytes):
+        return client.post("/invocations", data=data, content_type="application/jsonlines",
+                           environ_overrides={"CONTENT_LENGTH": "", "wsgi.input_terminated": True})
+
+    response = post_chunked(lines * 70_000)
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "body_too_large"
+    response = post_chunked(lines * 3)
+    assert response.status_code == 200 and len(response.get_data().splitlines()) == 3
+
+
 # ---- item records -----------------------------------------------------------------------------------------
 
 def test_item_records_echo_their_fields_and_line_up_with_the_input(client, reference):

@@ -1,12 +1,15 @@
 """Request decoding by Content-Type, response type negotiation by Accept, and JSON encoding."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import orjson
 import pytest
 
-from clip_sagemaker.codecs import (JSON, choose_response_type, decode_request, encode_json, encode_npy, media_type,
-                                   parse_custom_attributes, request_kind, split_lines)
+from clip_sagemaker.codecs import (CSV, JSON, JSONLINES, choose_response_type, decode_request, encode_answer_stream,
+                                   encode_csv_embeddings, encode_json, encode_json_lines, encode_npy, iter_lines,
+                                   media_type, parse_custom_attributes, request_kind)
 from clip_sagemaker.errors import ApiError
 
 # --- media_type ---------------------------------------------------------------------------------------------
@@ -222,9 +225,29 @@ def test_request_kind_follows_the_content_type(content_type, kind):
     assert request_kind(content_type) == kind
 
 
-def test_json_lines_split_into_records_without_a_phantom_last_line():
-    assert split_lines(b'{"a": 1}\n{"b": 2}\n') == [b'{"a": 1}', b'{"b": 2}']
-    assert split_lines(b'{"a": 1}\r\n\n{"b": 2}') == [b'{"a": 1}', b"", b'{"b": 2}']
+def split_lines(body: bytes, block_bytes: int = 1 << 20) -> list[bytes]:
+    return list(iter_lines(io.BytesIO(body).read, block_bytes))
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3, 1 << 20])
+def test_json_lines_split_into_records_without_a_phantom_last_line(block_bytes):
+    assert split_lines(b'{"a": 1}\n{"b": 2}\n', block_bytes) == [b'{"a": 1}', b'{"b": 2}']
+    assert split_lines(b'{"a": 1}\r\n\n{"b": 2}', block_bytes) == [b'{"a": 1}', b"", b'{"b": 2}']
+    assert split_lines(b'{"a": 1}\n\n', block_bytes) == [b'{"a": 1}', b""]
+    assert split_lines(b'{"a": 1}\n  ', block_bytes) == [b'{"a": 1}']
+    assert split_lines(b"", block_bytes) == []
+
+
+@pytest.mark.parametrize("accept, whole", [
+    (JSONLINES, encode_json_lines), (JSON, encode_json),
+    (CSV, encode_csv_embeddings),
+])
+def test_answers_streamed_in_chunks_are_the_bytes_of_the_whole_list(accept, whole):
+    answers = [{"id": i, "embedding": np.arange(3, dtype=np.float32) + i} for i in range(7)]
+    answers[4] = {"id": 4, "error": {"code": "empty_text", "message": "the text is empty"}}
+    chunks = [answers[:3], [], answers[3:4], answers[4:]]
+    assert b"".join(encode_answer_stream(chunks, accept)) == whole(answers)
+    assert b"".join(encode_answer_stream([], accept)) == whole([])
 
 
 def test_custom_attributes_become_typed_options():

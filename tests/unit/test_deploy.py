@@ -620,3 +620,283 @@ def test_script_is_executable():
     path = REPO / "local_test" / "deploy.py"
     assert path.read_text().startswith("#!/usr/bin/env python3\n")
     assert path.stat().st_mode & 0o111
+
+
+# ---- the other hosting modes ---------------------------------------------------------------------------------
+
+OUTPUT = "s3://my-bucket/async-out/"
+SUCCESS_TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:clip-done"
+ERROR_TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:clip-failed"
+STEP_POLICY_ARN = f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:scalingPolicy:abc:resource/sagemaker/endpoint/clip-async"
+
+
+@pytest.fixture
+def cloudwatch():
+    return client("cloudwatch")
+
+
+@pytest.fixture
+def runtime():
+    return client("sagemaker-runtime")
+
+
+def expect_model(stubber, name, env=None, model_data=MODEL_DATA, mode=None, isolation=False):
+    container = {"Image": IMAGE, "ModelDataUrl": model_data}
+    if mode:
+        container["Mode"] = mode
+    if env:
+        container["Environment"] = env
+    stubber.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{name}"},
+                         {"ModelName": name, "PrimaryContainer": container, "ExecutionRoleArn": ROLE,
+                          "EnableNetworkIsolation": isolation})
+
+
+def expect_endpoint(stubber, name, variant, in_service=False, **config):
+    stubber.add_response("create_endpoint_config",
+                         {"EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{name}"},
+                         {"EndpointConfigName": name, "ProductionVariants": [variant], **config})
+    stubber.add_response("create_endpoint", {"EndpointArn": endpoint_arn(name)},
+                         {"EndpointName": name, "EndpointConfigName": name})
+    if in_service:
+        stubber.add_response("describe_endpoint", described_endpoint(name, "InService"), {"EndpointName": name})
+
+
+def instance_variant(name, instance_type="ml.g5.xlarge", count=1, timeouts=True):
+    variant = {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": count,
+               "InstanceType": instance_type}
+    if timeouts:
+        variant.update(ContainerStartupHealthCheckTimeoutInSeconds=600, ModelDataDownloadTimeoutInSeconds=1200)
+    return variant
+
+
+def expect_backlog_scaling(aas_stub, cw_stub, name, low, high, target, from_zero):
+    target_params = {"ServiceNamespace": "sagemaker", "ResourceId": f"endpoint/{name}/variant/AllTraffic",
+                     "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
+    metric = {"Namespace": "AWS/SageMaker", "Dimensions": [{"Name": "EndpointName", "Value": name}],
+              "Statistic": "Average"}
+    aas_stub.add_response("register_scalable_target", {}, {**target_params, "MinCapacity": low, "MaxCapacity": high})
+    aas_stub.add_response("put_scaling_policy", {"PolicyARN": STEP_POLICY_ARN.replace("abc", "tt")}, {
+        **target_params, "PolicyName": f"{name}-backlog-per-instance", "PolicyType": "TargetTrackingScaling",
+        "TargetTrackingScalingPolicyConfiguration": {
+            "TargetValue": target,
+            "CustomizedMetricSpecification": {"MetricName": "ApproximateBacklogSizePerInstance", **metric},
+            "ScaleInCooldown": 600, "ScaleOutCooldown": 300}})
+    if not from_zero:
+        return
+    aas_stub.add_response("put_scaling_policy", {"PolicyARN": STEP_POLICY_ARN}, {
+        **target_params, "PolicyName": f"{name}-HasBacklogWithoutCapacity", "PolicyType": "StepScaling",
+        "StepScalingPolicyConfiguration": {
+            "AdjustmentType": "ChangeInCapacity", "MetricAggregationType": "Average", "Cooldown": 300,
+            "StepAdjustments": [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 1}]}})
+    cw_stub.add_response("put_metric_alarm", {}, {
+        "AlarmName": f"{name}-HasBacklogWithoutCapacity", "MetricName": "HasBacklogWithoutCapacity", **metric,
+        "AlarmDescription": f"{name} has queued requests and no instance: scale out from zero",
+        "Period": 60, "EvaluationPeriods": 2, "DatapointsToAlarm": 2, "Threshold": 1.0,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold", "TreatMissingData": "missing",
+        "AlarmActions": [STEP_POLICY_ARN]})
+
+
+def test_create_async_endpoint_with_every_option_scales_from_zero(sm, aas, cloudwatch, monkeypatch, capsys):
+    monkeypatch.setattr(deploy, "make_session", lambda region, profile: FakeSession(
+        sagemaker=sm, cloudwatch=cloudwatch, **{"application-autoscaling": aas}))
+    config = {"OutputConfig": {"S3OutputPath": OUTPUT, "S3FailurePath": "s3://my-bucket/async-failed/",
+                               "NotificationConfig": {"SuccessTopic": SUCCESS_TOPIC, "ErrorTopic": ERROR_TOPIC}},
+              "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4}}
+    with Stubber(sm) as sm_stub, Stubber(aas) as aas_stub, Stubber(cloudwatch) as cw_stub:
+        expect_model(sm_stub, "clip-async", env={"ASYNC_INFERENCE": "true", "LOG_LEVEL": "debug"})
+        expect_endpoint(sm_stub, "clip-async", instance_variant("clip-async", "ml.c6i.2xlarge"), in_service=True,
+                        AsyncInferenceConfig=config)
+        expect_backlog_scaling(aas_stub, cw_stub, "clip-async", 0, 3, 5.0, from_zero=True)
+        deploy.main(["create-async-endpoint", "--name", "clip-async", "--image", IMAGE, "--model-data", MODEL_DATA,
+                     "--role", ROLE, "--instance-type", "ml.c6i.2xlarge", "--env", "LOG_LEVEL=debug",
+                     "--output", OUTPUT, "--failure-output", "s3://my-bucket/async-failed/",
+                     "--success-topic", SUCCESS_TOPIC, "--error-topic", ERROR_TOPIC,
+                     "--max-concurrent-invocations", "4", "--wait", "--max-instances", "3"])
+        for stub in (sm_stub, aas_stub, cw_stub):
+            stub.assert_no_pending_responses()
+    assert capsys.readouterr().out.strip() == endpoint_arn("clip-async")
+
+
+def test_async_endpoint_with_a_minimum_instance_needs_no_alarm(sm, aas, cloudwatch):
+    with Stubber(sm) as sm_stub, Stubber(aas) as aas_stub, Stubber(cloudwatch) as cw_stub:
+        expect_model(sm_stub, "clip-async", env={"ASYNC_INFERENCE": "true"})
+        expect_endpoint(sm_stub, "clip-async", instance_variant("clip-async"), in_service=True,
+                        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": OUTPUT}})
+        expect_backlog_scaling(aas_stub, cw_stub, "clip-async", 1, 4, 10.0, from_zero=False)
+        deploy.create_async_endpoint(sm, "clip-async", IMAGE, MODEL_DATA, ROLE, "ml.g5.xlarge",
+                                     deploy.AsyncOutput(OUTPUT), wait=True, aas=aas, cloudwatch=cloudwatch,
+                                     scaling=deploy.BacklogScaling(1, 4, 10))
+        for stub in (sm_stub, aas_stub, cw_stub):
+            stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("output, scaling, wait, message", [
+    (deploy.AsyncOutput("my-bucket/out/"), None, False, "--output"),
+    (deploy.AsyncOutput(OUTPUT, success_topic="arn:aws:sqs:us-east-1:123456789012:q"), None, False, "SNS topic"),
+    (deploy.AsyncOutput(OUTPUT, max_concurrent=1001), None, False, "--max-concurrent-invocations"),
+    (deploy.AsyncOutput(OUTPUT), deploy.BacklogScaling(0, 2, 5), False, "--wait"),
+    (deploy.AsyncOutput(OUTPUT), deploy.BacklogScaling(3, 2, 5), True, "above --max-instances"),
+    (deploy.AsyncOutput(OUTPUT), deploy.BacklogScaling(0, 2, 0), True, "--target-backlog"),
+])
+def test_create_async_endpoint_validates_before_calling_aws(sm, aas, cloudwatch, output, scaling, wait, message):
+    with Stubber(sm), Stubber(aas), Stubber(cloudwatch):  # no responses queued: any call would fail the test
+        with pytest.raises(SystemExit, match=message):
+            deploy.create_async_endpoint(sm, "clip-async", IMAGE, MODEL_DATA, ROLE, "ml.g5.xlarge", output,
+                                         wait=wait, scaling=scaling, aas=aas, cloudwatch=cloudwatch)
+
+
+def test_create_serverless_endpoint(sm, monkeypatch, capsys):
+    monkeypatch.setattr(deploy, "make_session", lambda region, profile: FakeSession(sagemaker=sm))
+    variant = {"VariantName": "AllTraffic", "ModelName": "clip-sls",
+               "ServerlessConfig": {"MemorySizeInMB": 3072, "MaxConcurrency": 20, "ProvisionedConcurrency": 2}}
+    with Stubber(sm) as stubber:
+        expect_model(stubber, "clip-sls", env={"LOG_LEVEL": "warning"})
+        expect_endpoint(stubber, "clip-sls", variant)
+        deploy.main(["create-serverless-endpoint", "--name", "clip-sls", "--image", IMAGE, "--model-data",
+                     MODEL_DATA, "--role", ROLE, "--memory-mb", "3072", "--max-concurrency", "20",
+                     "--provisioned-concurrency", "2", "--env", "LOG_LEVEL=warning"])
+        stubber.assert_no_pending_responses()
+    assert capsys.readouterr().out.strip() == endpoint_arn("clip-sls")
+
+
+@pytest.mark.parametrize("memory, concurrency, provisioned, message", [
+    (1500, 5, None, "--memory-mb must be one of 1024, 2048"),
+    (7168, 5, None, "--memory-mb"),
+    (2048, 201, None, "--max-concurrency"),
+    (2048, 5, 6, "--provisioned-concurrency"),
+])
+def test_create_serverless_endpoint_validates_before_calling_aws(sm, memory, concurrency, provisioned, message):
+    with Stubber(sm):
+        with pytest.raises(SystemExit, match=message):
+            deploy.create_serverless_endpoint(sm, "clip-sls", IMAGE, MODEL_DATA, ROLE, memory, concurrency,
+                                              provisioned)
+
+
+def test_create_multi_model_endpoint_names_an_s3_prefix(sm, capsys):
+    prefix = "s3://my-bucket/clip-models/"
+    variant = instance_variant("clip-mme", "ml.m5.2xlarge", count=2, timeouts=False)
+    variant["ContainerStartupHealthCheckTimeoutInSeconds"] = 600
+    with Stubber(sm) as stubber:
+        expect_model(stubber, "clip-mme", model_data=prefix, mode="MultiModel")
+        expect_endpoint(stubber, "clip-mme", variant)
+        arn = deploy.create_multi_model_endpoint(sm, "clip-mme", IMAGE, prefix, ROLE, "ml.m5.2xlarge",
+                                                 instance_count=2)
+        stubber.assert_no_pending_responses()
+    assert arn == endpoint_arn("clip-mme")
+    assert "--target-model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("prefix, instance_type, message", [
+    ("s3://my-bucket/clip-models/model.tar.gz", "ml.m5.xlarge", "ending in /"),
+    ("s3://my-bucket/clip-models/", "ml.g5.xlarge", "CPU instances only"),
+    ("s3://my-bucket/clip-models/", "ml.inf2.xlarge", "CPU instances only"),
+])
+def test_create_multi_model_endpoint_validates_before_calling_aws(sm, prefix, instance_type, message):
+    with Stubber(sm):
+        with pytest.raises(SystemExit, match=message):
+            deploy.create_multi_model_endpoint(sm, "clip-mme", IMAGE, prefix, ROLE, instance_type)
+
+
+def test_create_component_endpoint_has_no_model_of_its_own(sm):
+    variant = {"VariantName": "AllTraffic", "InitialInstanceCount": 1, "InstanceType": "ml.g5.12xlarge",
+               "RoutingConfig": {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}}
+    with Stubber(sm) as stubber:
+        expect_endpoint(stubber, "clip-ic", variant, in_service=True, ExecutionRoleArn=ROLE)
+        deploy.create_component_endpoint(sm, "clip-ic", ROLE, "ml.g5.12xlarge", wait=True)
+        stubber.assert_no_pending_responses()
+
+
+def expect_component(stubber, name, requirements, copies):
+    stubber.add_response("create_inference_component", {
+        "InferenceComponentArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:inference-component/{name}"}, {
+        "InferenceComponentName": name, "EndpointName": "clip-ic", "VariantName": "AllTraffic",
+        "Specification": {"ModelName": name, "ComputeResourceRequirements": requirements,
+                          "StartupParameters": {"ModelDataDownloadTimeoutInSeconds": 1200,
+                                                "ContainerStartupHealthCheckTimeoutInSeconds": 600}},
+        "RuntimeConfig": {"CopyCount": copies}})
+
+
+def described_component(name, status, reason=None):
+    response = {"InferenceComponentName": name, "EndpointName": "clip-ic", "EndpointArn": endpoint_arn("clip-ic"),
+                "InferenceComponentArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:inference-component/{name}",
+                "CreationTime": NOW, "LastModifiedTime": NOW, "InferenceComponentStatus": status}
+    if reason:
+        response["FailureReason"] = reason
+    return response
+
+
+def test_create_inference_component_with_cores_gpus_memory_and_copies(sm, monkeypatch, capsys):
+    monkeypatch.setattr(deploy, "make_session", lambda region, profile: FakeSession(sagemaker=sm))
+    monkeypatch.setattr(deploy.time, "sleep", lambda seconds: None)
+    requirements = {"NumberOfCpuCoresRequired": 4.0, "MinMemoryRequiredInMb": 8192,
+                    "NumberOfAcceleratorDevicesRequired": 1.0}
+    with Stubber(sm) as stubber:
+        expect_model(stubber, "clip-b32", env={"PRECISION": "fp16"})
+        expect_component(stubber, "clip-b32", requirements, copies=2)
+        for status in ("Creating", "InService"):
+            stubber.add_response("describe_inference_component", described_component("clip-b32", status),
+                                 {"InferenceComponentName": "clip-b32"})
+        deploy.main(["create-inference-component", "--name", "clip-b32", "--endpoint", "clip-ic", "--image", IMAGE,
+                     "--model-data", MODEL_DATA, "--role", ROLE, "--cpu-cores", "4", "--memory-mb", "8192",
+                     "--accelerators", "1", "--copies", "2", "--env", "PRECISION=fp16", "--wait"])
+        stubber.assert_no_pending_responses()
+    assert capsys.readouterr().out.strip().endswith("inference-component/clip-b32")
+
+
+def test_a_failed_inference_component_reports_the_reason(sm):
+    with Stubber(sm) as stubber:
+        expect_model(stubber, "clip-cpu")
+        expect_component(stubber, "clip-cpu", {"NumberOfCpuCoresRequired": 0.5, "MinMemoryRequiredInMb": 2048}, 1)
+        stubber.add_response("describe_inference_component",
+                             described_component("clip-cpu", "Failed", "not enough memory on the instance"),
+                             {"InferenceComponentName": "clip-cpu"})
+        with pytest.raises(SystemExit, match="failed: not enough memory"):
+            deploy.create_inference_component(sm, "clip-cpu", "clip-ic", IMAGE, MODEL_DATA, ROLE,
+                                              deploy.ComponentResources(0.5, 2048), wait=True, delay=0)
+        stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("resources, message", [
+    (deploy.ComponentResources(0.1, 2048), "--cpu-cores"),
+    (deploy.ComponentResources(1, 64), "--memory-mb"),
+    (deploy.ComponentResources(1, 2048, accelerators=0), "--accelerators"),
+    (deploy.ComponentResources(1, 2048, copies=-1), "--copies"),
+])
+def test_create_inference_component_validates_before_calling_aws(sm, resources, message):
+    with Stubber(sm):
+        with pytest.raises(SystemExit, match=message):
+            deploy.create_inference_component(sm, "clip-b32", "clip-ic", IMAGE, MODEL_DATA, ROLE, resources)
+
+
+def test_invoke_a_model_of_a_multi_model_endpoint_with_target_model(runtime, tmp_path, monkeypatch, capsys):
+    from botocore.response import StreamingBody
+    import io
+
+    monkeypatch.setattr(deploy, "make_session",
+                        lambda region, profile: FakeSession(**{"sagemaker-runtime": runtime}))
+    body = tmp_path / "body.json"
+    body.write_bytes(b'{"task": "embed", "texts": ["a red car"]}')
+    answer = b'{"task": "embed", "dim": 32}'
+    with Stubber(runtime) as stubber:
+        stubber.add_response("invoke_endpoint", {"Body": StreamingBody(io.BytesIO(answer), len(answer)),
+                                                 "ContentType": "application/json"},
+                             {"EndpointName": "clip-mme", "Body": body.read_bytes(), "ContentType": "application/json",
+                              "Accept": "application/json", "TargetModel": "clip-a.tar.gz"})
+        deploy.main(["invoke", "--name", "clip-mme", "--body", str(body), "--target-model", "clip-a.tar.gz"])
+        stubber.assert_no_pending_responses()
+    assert capsys.readouterr().out == answer.decode() + "\n"
+
+
+def test_invoke_async_queues_an_s3_body_and_prints_where_the_answer_will_be(runtime, monkeypatch, capsys):
+    monkeypatch.setattr(deploy, "make_session",
+                        lambda region, profile: FakeSession(**{"sagemaker-runtime": runtime}))
+    answer_at = OUTPUT + "6b5e7a0c.out"
+    with Stubber(runtime) as stubber:
+        stubber.add_response("invoke_endpoint_async", {"InferenceId": "6b5e7a0c", "OutputLocation": answer_at},
+                             {"EndpointName": "clip-async", "InputLocation": "s3://my-bucket/in/records.jsonl",
+                              "ContentType": "application/jsonlines", "Accept": "application/jsonlines",
+                              "InvocationTimeoutSeconds": 3600})
+        deploy.main(["invoke-async", "--name", "clip-async", "--input", "s3://my-bucket/in/records.jsonl",
+                     "--invocation-timeout", "3600"])
+        stubber.assert_no_pending_responses()
+    assert capsys.readouterr().out.strip() == answer_at

@@ -103,6 +103,18 @@ def test_batch_mode_defaults_yield_to_explicit_values():
     assert s.max_body_bytes == 8 * MB
 
 
+def test_async_inference_allows_a_1_gb_body_and_an_hour_per_request():
+    s = Settings.from_env({"ASYNC_INFERENCE": "true"})
+    assert s.async_mode is True
+    assert (s.max_body_bytes, s.timeout_s) == (1024 * MB, 3600.0)
+    assert Settings.from_env({"ASYNC_INFERENCE": "false"}) == Settings()
+
+
+def test_async_inference_defaults_yield_to_explicit_values():
+    s = Settings.from_env({"ASYNC_INFERENCE": "true", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "900", "MAX_BODY_MB": "200"})
+    assert (s.max_body_bytes, s.timeout_s) == (200 * MB, 900.0)
+
+
 def test_model_dir_set_marks_it_explicit_and_unset_does_not():
     assert Settings.from_env({"MODEL_DIR": "/opt/ml/model"}).model_dir_explicit is True
     assert Settings.from_env({"MODEL_DIR": "/opt/ml/model"}).model_dir == "/opt/ml/model"

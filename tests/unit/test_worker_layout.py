@@ -5,8 +5,10 @@ import itertools
 
 import pytest
 
-from clip_sagemaker.worker_layout import Layout, available_cpus, cgroup_cpu_limit, plan_layout, visible_gpus
-from clip_sagemaker.settings import Settings
+from clip_sagemaker.worker_layout import (MASTER_BYTES, WORKER_RUNTIME_BYTES, Layout, MemoryBudget, MemoryFitError,
+                                          available_cpus, cgroup_cpu_limit, cgroup_memory_limit, memory_budget,
+                                          plan_layout, visible_gpus)
+from clip_sagemaker.settings import MB, Settings
 
 
 @pytest.mark.parametrize("cpus, gpus, workers, torch_threads", list(itertools.product(
@@ -170,3 +172,83 @@ def test_a_multi_model_endpoint_runs_one_worker_with_every_core():
     """SageMaker sends each model's load once: the one process that gets it must be the one serving it."""
     layout = plan_layout(Settings(multi_model=True, workers=4), cpus=8, gpus=2)
     assert (layout.workers, layout.torch_threads) == (1, 8)
+
+
+# --- memory -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("files, expected", [
+    ({"memory.max": "2147483648\n"}, 2 * 1024 * MB),
+    ({"memory.max": "max\n"}, None),
+    ({"memory/memory.limit_in_bytes": "3221225472\n"}, 3 * 1024 * MB),
+    ({"memory/memory.limit_in_bytes": "9223372036854771712\n"}, None),  # v1's "unlimited"
+    ({"memory.max": "garbage", "memory/memory.limit_in_bytes": "1073741824"}, 1024 * MB),
+    ({}, None),
+])
+def test_cgroup_memory_limit_is_read_from_v2_then_v1(tmp_path, files, expected):
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content)
+    assert cgroup_memory_limit(tmp_path) == expected
+
+
+def _memory_cap(tmp_path, mib: int):
+    (tmp_path / "memory.max").write_text(f"{mib * MB}\n")
+    return tmp_path
+
+
+def test_a_worker_needs_its_runtime_and_a_quarter_more_than_its_safetensors_weights(tmp_path, tiny_model_dir):
+    budget = memory_budget(Settings(model_dir=str(tiny_model_dir)), _memory_cap(tmp_path, 2048))
+    weights = (tiny_model_dir / "open_clip_model.safetensors").stat().st_size
+    assert budget == MemoryBudget(2048 * MB, WORKER_RUNTIME_BYTES + int(1.25 * weights), "the cgroup memory limit")
+
+
+def test_memory_limit_mb_can_lower_the_cgroup_limit_but_never_raise_it(tmp_path, tiny_model_dir):
+    cap = _memory_cap(tmp_path, 2048)
+    lowered = memory_budget(Settings(model_dir=str(tiny_model_dir), memory_limit_mb=1500), cap)
+    assert (lowered.available_bytes, lowered.limited_by) == (1500 * MB, "MEMORY_LIMIT_MB=1500")
+    assert memory_budget(Settings(model_dir=str(tiny_model_dir), memory_limit_mb=4096), cap).available_bytes == 2048 * MB
+
+
+def test_a_model_whose_weights_are_not_on_disk_yet_has_no_estimate(tmp_path):
+    budget = memory_budget(Settings(model_dir=str(tmp_path / "absent"), model_pretrained="none"), _memory_cap(tmp_path, 1024))
+    assert budget.worker_bytes is None and budget.workers_that_fit() is None
+    budget.require_one()  # nothing to refuse on
+
+
+def test_workers_are_capped_at_what_the_memory_holds():
+    worker = 1000 * MB
+    budget = MemoryBudget(MASTER_BYTES + 2 * worker + worker // 2, worker)
+    assert plan_layout(Settings(workers=4), cpus=8, gpus=0, memory=budget) == Layout(workers=2, torch_threads=4, gpus=0)
+    assert plan_layout(Settings(), cpus=8, gpus=4, memory=budget) == Layout(workers=2, torch_threads=4, gpus=4)
+    unlimited = MemoryBudget(None, worker)
+    assert plan_layout(Settings(workers=4), cpus=8, gpus=0, memory=unlimited).workers == 4
+
+
+def test_a_model_that_cannot_fit_one_worker_is_refused_with_the_figures():
+    budget = MemoryBudget(1024 * MB, 1700 * MB, "the cgroup memory limit")
+    with pytest.raises(MemoryFitError) as refused:
+        budget.require_one()
+    message = str(refused.value)
+    assert f"needs about {1700 + MASTER_BYTES // MB} MiB" in message
+    assert "only 1024 MiB are available (the cgroup memory limit)" in message
+
+
+# --- inference components: a share of the instance's cores and GPUs -------------------------------------------
+
+def test_a_cgroup_share_of_the_cores_lays_out_the_workers_on_that_share(tmp_path):
+    # An inference component given 3 of a 48-core instance's cores (cpu.max 300000 100000).
+    cores = available_cpus(affinity=48, cgroup_root=_cgroup_quota(tmp_path, 3.0))
+    assert cores == 3
+    assert plan_layout(Settings(), cpus=cores, gpus=0) == Layout(workers=1, torch_threads=3, gpus=0)
+    assert plan_layout(Settings(workers=8), cpus=cores, gpus=0) == Layout(workers=3, torch_threads=1, gpus=0)
+
+
+@pytest.mark.parametrize("visible, workers", [("2,3", 2), ("5", 1), ("0,2,4,6", 4)])
+def test_a_subset_of_gpus_gets_one_worker_each_sharing_the_component_cores(monkeypatch, tmp_path, visible,
+                                                                          workers):
+    # An inference component given some of an 8-GPU instance's accelerators and 16 of its cores.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    gpus = visible_gpus(_fake_gpus(tmp_path, 8))
+    cores = available_cpus(affinity=96, cgroup_root=_cgroup_quota(tmp_path, 16.0))
+    assert plan_layout(Settings(), cpus=cores, gpus=gpus) == Layout(workers=workers, torch_threads=16 // workers,
+                                                                   gpus=workers)

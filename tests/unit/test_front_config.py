@@ -35,6 +35,14 @@ def test_the_body_limit_is_the_largest_the_app_takes(tmp_path):
     assert int(_directive(_render(tmp_path, batch_max_payload_mb=50), "client_max_body_size")) == 50 * MB
 
 
+def test_an_async_endpoint_s_bodies_stream_to_the_app_up_to_its_limit(tmp_path):
+    config = render_config(Settings.from_env({"ASYNC_INFERENCE": "true"}), CPU, FrontFiles(tmp_path))
+    assert int(_directive(config, "client_max_body_size")) == 1024 * MB
+    assert _directive(config, "proxy_request_buffering") == "off"
+    assert _directive(config, "proxy_read_timeout") == f"{3600 + front.UPSTREAM_SLACK_S}s"
+    assert _directive(_render(tmp_path), "proxy_request_buffering") == "on"
+
+
 def test_timeouts_follow_the_settings(tmp_path):
     config = _render(tmp_path, timeout_s=600.0, client_timeout_s=7.5)
     assert _directive(config, "proxy_read_timeout") == f"{600 + front.UPSTREAM_SLACK_S}s"
@@ -76,6 +84,7 @@ def test_front_setting_on_off_auto(monkeypatch):
 @pytest.mark.skipif(shutil.which("nginx") is None and shutil.which("/usr/sbin/nginx") is None,
                     reason="nginx is not installed")
 @pytest.mark.parametrize("changes", [{}, {"batch_mode": True, "timeout_s": 3600.0, "batch_max_payload_mb": 100},
+                                     {"async_mode": True, "timeout_s": 3600.0, "max_body_bytes": 1024 * MB},
                                      {"client_timeout_s": 2.5}])
 def test_nginx_accepts_the_rendered_config(tmp_path, changes):
     files = FrontFiles(tmp_path)
