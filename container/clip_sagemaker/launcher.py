@@ -1,4 +1,4 @@
-"""What `serve` runs (its arguments are ignored: SageMaker passes the word `serve`): checks the settings and the model source, then becomes gunicorn (exec).
+"""What `serve` runs (its arguments are ignored, SageMaker passes the word `serve`, except `--help`): checks the settings and the model source, then becomes gunicorn (exec).
 
 Exec, not a child process: gunicorn's master then receives SageMaker's SIGTERM itself and drains in-flight
 requests before exiting. A setting or model source that cannot work stops here, before any worker starts,
@@ -17,9 +17,33 @@ from .worker_layout import plan_layout
 from .settings import Settings, SettingsError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+USAGE = """Usage: ./serve [--help]     (SageMaker runs `docker run IMAGE serve`; other arguments are ignored)
+
+Starts the inference server on port 8080 (SAGEMAKER_BIND_TO_PORT); it is ready when GET /ping answers 200.
+Everything is set by environment variables; the ones that matter most:
+
+  MODEL_DIR=DIR             serve the model directory DIR (default /opt/ml/model; make one with
+                            local_test/make_model.sh or python -m clip_sagemaker.model_files)
+  MODEL_NAME, MODEL_PRETRAINED
+                            the open_clip architecture and pretrained tag (default ViT-B-32 with
+                            laion2b_s34b_b79k, downloaded from the Hugging Face Hub: needs network);
+                            MODEL_PRETRAINED=/path/to/checkpoint.safetensors, or none for random weights
+  CLIP_MODEL=hf-hub:ORG/NAME
+                            a model on the Hugging Face Hub (HF_HUB_OFFLINE=1 loads it from the cache)
+  DEVICE, PRECISION         cpu / cuda / cuda:1; fp32 / bf16 / fp16 (default: chosen for the hardware)
+  SAGEMAKER_MODEL_SERVER_WORKERS, SERVER_THREADS, SAGEMAKER_MODEL_SERVER_TIMEOUT
+                            worker processes, HTTP threads per worker, seconds per request
+  IMAGE_URL_ALLOWED_HOSTS   image hosts exempt from the URL fetcher's address checks
+
+Every variable, with its default: docs/configuration.md. Starting without network: docs/deployment.md.
+"""
 
 
 def main() -> int:
+    # Before anything is read or started: --help must work on a machine where nothing is set up yet.
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(USAGE, end="")
+        return 0
     try:
         settings = Settings.from_env()
         FetchPolicy.from_settings(settings)
