@@ -1,4 +1,4 @@
-"""What `serve` runs (its arguments are ignored, SageMaker passes the word `serve`, except `--help`): checks the settings and the model source, then becomes gunicorn (exec).
+"""What `serve` runs (it ignores its arguments, such as the word `serve` SageMaker passes, but `--help`): checks the settings and the model source, then becomes gunicorn (exec).
 
 Exec, not a child process: gunicorn's master then receives SageMaker's SIGTERM itself and drains in-flight
 requests before exiting. A setting or model source that cannot work stops here, before any worker starts,
