@@ -148,7 +148,7 @@ class RequestEncoder:
         try:
             futures = self._engine.loop.submit(modality, rows)
         except QueueFull as exc:
-            raise Unavailable(f"the server is overloaded: {exc}; retry later", code="overloaded") from None
+            raise Unavailable(f"the server is overloaded: {exc} (MAX_QUEUE); retry later", code="overloaded") from None
         try:
             return np.concatenate([f.result(timeout=max(0.0, self._deadline - time.monotonic())) for f in futures])
         except (FutureTimeout, CancelledError):

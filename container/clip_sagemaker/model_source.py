@@ -71,7 +71,9 @@ def _from_directory(directory: Path, variable: str, explicit: bool, kind: str) -
         raise ModelSourceError(
             f"{variable}={directory} does not hold an open_clip model: expected {CONFIG_FILE} and one of "
             f"{', '.join(WEIGHT_FILES)}; "
-            + ("the directory does not exist" if found is None else f"found {found or 'nothing'}"))
+            + ("the directory does not exist" if found is None else f"found {found or 'nothing'}")
+            + "; make one with local_test/make_model.sh ARCH:TAG (or ARCH --checkpoint FILE), see "
+              "docs/deployment.md")
     return None
 
 
