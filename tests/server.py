@@ -31,6 +31,18 @@ def children_of(pid: int) -> list[int]:
     return kids
 
 
+def skip_if_a_default_model_dir_holds_a_model() -> None:
+    """For tests of the start without a model directory: a model in /opt/ml/model would take precedence."""
+    import pytest
+    from clip_sagemaker.model_source import ModelSourceError, resolve_model_source
+    from clip_sagemaker.settings import Settings
+    try:
+        if resolve_model_source(Settings()).name.startswith("local-dir:"):
+            pytest.skip("this machine has a model in /opt/ml/model, which would take precedence")
+    except ModelSourceError:
+        pytest.skip("this machine has a broken model in /opt/ml/model")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

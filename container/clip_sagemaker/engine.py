@@ -65,7 +65,8 @@ class Engine:
         """What GET /info shows: the model, how it runs, and the batching and cache state."""
         info, model = self.model.info, self.model
         return {
-            "model": info.name, "source": info.source, "embed_dim": info.embed_dim, "device": info.device,
+            "model": info.name, "source": info.source, "random_weights": info.random_weights,
+            "embed_dim": info.embed_dim, "device": info.device,
             "precision": info.precision, "precision_reason": info.precision_reason,
             "image_size": list(info.image_size), "context_length": info.context_length,
             "logit_scale": model.logit_scale,

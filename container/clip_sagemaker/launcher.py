@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .fetch import FetchPolicy
+from .hub import offline_when_unreachable
 from .model_source import ModelSourceError, resolve_model_source
 from .precision import PrecisionError, refuse_fp16_on_cpu
 from .worker_layout import plan_layout
@@ -58,6 +59,9 @@ def main() -> int:
     print(f"serve: {source.description}; port {settings.port}; {layout.workers} worker(s) x "
           f"{settings.http_threads} HTTP threads, {layout.torch_threads} torch thread(s) each; "
           f"timeout {settings.timeout_s:g} s", flush=True)
+    offline = offline_when_unreachable(source, os.environ)  # the workers inherit the environment
+    if offline:
+        print(f"serve: {offline}", flush=True)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
     # No --chdir: relative paths in the settings (MODEL_DIR=model) mean what they meant to the caller.
     args = [sys.executable, "-m", "gunicorn", "--config", "python:clip_sagemaker.gunicorn_config",
