@@ -50,7 +50,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path = REPO):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -59,7 +59,7 @@ class Server:
                     # The value tests prove exactness against open_clip's fp32 on every CPU; bf16 has tests of its own.
                     "PRECISION": "fp32", **env}
         self._log = open(log_path, "wb")
-        self.process = subprocess.Popen([str(REPO / "serve")], env=full_env, stdout=self._log, cwd=REPO,
+        self.process = subprocess.Popen([str(REPO / "serve")], env=full_env, stdout=self._log, cwd=cwd,
                                         stderr=subprocess.STDOUT, start_new_session=True)
 
     def workers(self) -> list[int]:
@@ -79,7 +79,8 @@ class Server:
         return found
 
     def wait_ready(self, timeout: float = 90) -> list[int]:
-        """Polls /ping until 200; returns every status seen on the way (connection failures are skipped)."""
+        """Polls /ping until 200; returns every status seen on the way (connection failures, and pings that a
+        worker busy loading a large model on a busy machine answers late, are skipped)."""
         seen, deadline = [], time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -89,7 +90,7 @@ class Server:
                 seen.append(status)
                 if status == 200:
                     return seen
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.1)
         raise AssertionError(f"serve was not ready within {timeout} s:\n{self.log()}")
@@ -125,10 +126,10 @@ class Servers:
         self.folder = folder
         self.started: list[Server] = []
 
-    def __call__(self, env: dict[str, str], wait_ready: bool = True, timeout: float = 90) -> Server:
+    def __call__(self, env: dict[str, str], wait_ready: bool = True, timeout: float = 90, cwd: Path = REPO) -> Server:
         """A server with `env` on top of Server's defaults; with `wait_ready`, returned once /ping says 200
         (`statuses_before_ready` holds every /ping status seen on the way)."""
-        server = Server(env, self.folder / f"serve-{len(self.started)}.log")
+        server = Server(env, self.folder / f"serve-{len(self.started)}.log", cwd)
         server.was_ready = False
         self.started.append(server)
         if wait_ready:
