@@ -8,6 +8,7 @@ master.
 """
 from __future__ import annotations
 
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -34,7 +35,10 @@ def _probe(url: str, timeout: float) -> Optional[str]:
             outcome["error"] = None  # it answered
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            outcome["error"] = f"{type(reason).__name__}: {reason}" if isinstance(reason, Exception) else str(reason)
+            # A TLS failure means something answered: a proxy's CA may be one urllib lacks and the Hub's client has.
+            answered = isinstance(reason, ssl.SSLError)
+            named = f"{type(reason).__name__}: {reason}" if isinstance(reason, Exception) else str(reason)
+            outcome["error"] = None if answered else named
 
     # A name lookup has no timeout of its own: wait for the attempt in a thread, and stop waiting.
     thread = threading.Thread(target=attempt, name="hub-probe", daemon=True)

@@ -1,4 +1,4 @@
-"""What `serve` runs (it ignores its arguments, such as the word `serve` SageMaker passes, but `--help`): checks the settings and the model source, then becomes gunicorn (exec).
+"""What `serve` runs (its arguments are ignored: SageMaker passes the word `serve`): checks the settings and the model source, then becomes gunicorn (exec).
 
 Exec, not a child process: gunicorn's master then receives SageMaker's SIGTERM itself and drains in-flight
 requests before exiting. A setting or model source that cannot work stops here, before any worker starts,
@@ -41,7 +41,8 @@ Every variable, with its default: docs/configuration.md. Starting without networ
 
 
 def main() -> int:
-    # Before anything is read or started: --help must work on a machine where nothing is set up yet.
+    # The one argument read (others, such as SageMaker's `serve`, are ignored), before anything is read or
+    # started: --help must work on a machine where nothing is set up yet.
     if {"-h", "--help"} & set(sys.argv[1:]):
         print(USAGE, end="")
         return 0
