@@ -13,7 +13,9 @@ container loads from /opt/ml/model, and packs it as model.tar.gz for SageMaker's
   MODEL               ARCH:TAG    an open_clip architecture and pretrained tag, e.g. ViT-B-32:laion2b_s34b_b79k
                                   (the weights are downloaded: this needs network);
                       ARCH        with --checkpoint: an architecture whose weights are in FILE;
-                      ARCH:none   seeded random weights (benchmarks and smoke tests only)
+                      ARCH, ARCH:none
+                                  without --checkpoint: seeded random weights (tests and benchmarks only;
+                                  the directory records that they are random, and serving it says so)
   --checkpoint FILE   an open_clip checkpoint file (.safetensors, .bin, .pt, .pth) for ARCH: works offline
   --config FILE.json  an open_clip model config defining the architecture ARCH (for new architectures)
   --out DIR           model directory to write (default: model/ in the repository)
@@ -53,7 +55,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -z "$model" ]; then
-  echo "make_model.sh: MODEL is required (ARCH:TAG, or ARCH with --checkpoint)" >&2
+  echo "make_model.sh: MODEL is required (ARCH:TAG, ARCH with --checkpoint, or ARCH for random weights)" >&2
   usage >&2
   exit 2
 fi
@@ -65,10 +67,6 @@ if [ -n "$checkpoint" ] && [ -n "$tag" ]; then
   echo "make_model.sh: give either ARCH:TAG or ARCH with --checkpoint, not both" >&2
   exit 2
 fi
-if [ -z "$checkpoint" ] && [ -z "$tag" ]; then
-  echo "make_model.sh: $model has no weights: use ARCH:TAG, ARCH --checkpoint FILE, or ARCH:none for random weights" >&2
-  exit 2
-fi
 if [ -n "$checkpoint" ] && [ ! -f "$checkpoint" ]; then
   echo "make_model.sh: --checkpoint $checkpoint: no such file" >&2
   exit 2
@@ -77,7 +75,7 @@ fi
 args=("$arch" --out "$out")
 if [ -n "$checkpoint" ]; then
   args+=(--pretrained "$checkpoint")
-elif [ "$tag" != "none" ]; then
+elif [ -n "$tag" ] && [ "$tag" != "none" ]; then
   args+=(--pretrained "$tag")
 fi
 [ -n "$config" ] && args+=(--config "$config")

@@ -41,6 +41,18 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def skip_if_a_default_model_dir_holds_a_model() -> None:
+    """For tests of the start without a model directory: a model in /opt/ml/model would take precedence."""
+    import pytest
+    from clip_sagemaker.model_source import ModelSourceError, resolve_model_source
+    from clip_sagemaker.settings import Settings
+    try:
+        if resolve_model_source(Settings()).name.startswith("local-dir:"):
+            pytest.skip("this machine has a model in /opt/ml/model, which would take precedence")
+    except ModelSourceError:
+        pytest.skip("this machine has a broken model in /opt/ml/model")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -48,7 +60,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path = REPO):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -57,7 +69,7 @@ class Server:
                     # The value tests prove exactness against open_clip's fp32 on every CPU; bf16 has tests of its own.
                     "PRECISION": "fp32", **env}
         self._log = open(log_path, "wb")
-        self.process = subprocess.Popen([str(REPO / "serve")], env=full_env, stdout=self._log, cwd=REPO,
+        self.process = subprocess.Popen([str(REPO / "serve")], env=full_env, stdout=self._log, cwd=cwd,
                                         stderr=subprocess.STDOUT, start_new_session=True)
 
     def _children_named(self, word: str) -> list[int]:
@@ -89,7 +101,8 @@ class Server:
         return found
 
     def wait_ready(self, timeout: float = 90) -> list[int]:
-        """Polls /ping until 200; returns every status seen on the way (connection failures are skipped)."""
+        """Polls /ping until 200; returns every status seen on the way (connection failures, and pings that a
+        worker busy loading a large model on a busy machine answers late, are skipped)."""
         seen, deadline = [], time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -99,7 +112,7 @@ class Server:
                 seen.append(status)
                 if status == 200:
                     return seen
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.1)
         raise AssertionError(f"serve was not ready within {timeout} s:\n{self.log()}")
@@ -135,10 +148,10 @@ class Servers:
         self.folder = folder
         self.started: list[Server] = []
 
-    def __call__(self, env: dict[str, str], wait_ready: bool = True, timeout: float = 90) -> Server:
+    def __call__(self, env: dict[str, str], wait_ready: bool = True, timeout: float = 90, cwd: Path = REPO) -> Server:
         """A server with `env` on top of Server's defaults; with `wait_ready`, returned once /ping says 200
         (`statuses_before_ready` holds every /ping status seen on the way)."""
-        server = Server(env, self.folder / f"serve-{len(self.started)}.log")
+        server = Server(env, self.folder / f"serve-{len(self.started)}.log", cwd)
         server.was_ready = False
         self.started.append(server)
         if wait_ready:

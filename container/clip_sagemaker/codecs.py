@@ -59,11 +59,16 @@ def decode_json(body: bytes, charset: Optional[str] = None) -> Any:
         raise ApiError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
 
 
+def is_json(content_type: Optional[str]) -> bool:
+    mime, _ = media_type(content_type)
+    # SageMaker always forwards a Content-Type; curl users often omit it or send curl's form default.
+    return mime in _JSON_TYPES or mime.endswith("+json") or mime in ("", "application/x-www-form-urlencoded")
+
+
 def request_kind(content_type: Optional[str]) -> str:
     """"json", "jsonlines" or "image", from the Content-Type; 415 for anything else."""
     mime, _ = media_type(content_type)
-    # SageMaker always forwards a Content-Type; curl users often omit it or send curl's form default.
-    if mime in _JSON_TYPES or mime.endswith("+json") or mime in ("", "application/x-www-form-urlencoded"):
+    if is_json(content_type):
         return "json"
     if mime in _JSONLINES_TYPES:
         return "jsonlines"

@@ -70,7 +70,8 @@ class Engine:
         """What GET /info shows: the model, how it runs, and the batching and cache state."""
         info, model = self.model.info, self.model
         return {
-            "model": info.name, "source": info.source, "embed_dim": info.embed_dim, "device": info.device,
+            "model": info.name, "source": info.source, "random_weights": info.random_weights,
+            "embed_dim": info.embed_dim, "device": info.device,
             "precision": info.precision, "precision_reason": info.precision_reason,
             "image_size": list(info.image_size), "context_length": info.context_length,
             "logit_scale": model.logit_scale,
@@ -177,7 +178,7 @@ class RequestEncoder:
             futures = self._engine.loop.submit(modality, rows)
             return np.concatenate([f.result(timeout=max(0.0, self._deadline - time.monotonic())) for f in futures])
         except QueueFull as exc:
-            raise Unavailable(f"the server is overloaded: {exc}; retry later", code="overloaded") from None
+            raise Unavailable(f"the server is overloaded: {exc} (MAX_QUEUE); retry later", code="overloaded") from None
         except (FutureTimeout, CancelledError):
             for future in futures:
                 future.cancel()  # frees the queue slots of work nobody is waiting for any more

@@ -10,7 +10,12 @@ shape (`render`, by the request's error style): OpenAI's clients read `error.mes
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
+
+# `<_io.BytesIO object at 0x7fe6...>` inside a library's message: meaningless to a client, and it leaks
+# memory addresses.
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 class ApiError(Exception):
@@ -19,6 +24,7 @@ class ApiError(Exception):
     def __init__(self, message: str, code: str = "invalid_request", field: Optional[str] = None,
                  status: Optional[int] = None, details: Optional[dict[str, Any]] = None):
         """`details`: figures a program may act on (the memory a model needs and the memory available)."""
+        message = _OBJECT_REPR.sub("the data", message)
         super().__init__(message)
         self.message = message
         self.code = code

@@ -246,7 +246,8 @@ def _vetted_addresses(target: _Target, policy: FetchPolicy, field: str, deadline
                 article = "an" if reason[0] in "aeiou" else "a"
                 via = f"the URL redirected to {target.host}; " if redirected else ""
                 raise ApiError(f"{field}: {via}{where} {article} {reason} address; images are only fetched from "
-                               f"public addresses", code="image_url_forbidden", field=field, status=403)
+                               f"public addresses, unless the endpoint's operator allows the host in "
+                               f"IMAGE_URL_ALLOWED_HOSTS", code="image_url_forbidden", field=field, status=403)
         if str(address) not in vetted:
             vetted.append(str(address))
     return vetted
@@ -446,9 +447,10 @@ def _failed(field: str, message: str) -> ApiError:
 
 
 def _timeout(field: str, message: str) -> ApiError:
-    return invalid(field, message, code="image_fetch_timeout")
+    # Every timeout here is what is left of the total a URL may take.
+    return invalid(field, f"{message} (IMAGE_FETCH_TIMEOUT)", code="image_fetch_timeout")
 
 
 def _too_large(field: str, policy: FetchPolicy, why: str) -> ApiError:
-    return ApiError(f"{field}: the image is larger than the limit of {policy.max_bytes} bytes ({why})",
+    return ApiError(f"{field}: the image is larger than the limit of {policy.max_bytes} bytes ({why}; MAX_IMAGE_MB)",
                     code="image_too_large", field=field, status=413)

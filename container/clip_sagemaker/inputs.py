@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ApiError, invalid
 from .fetch import FetchPolicy, fetch_image, is_url
@@ -114,7 +114,8 @@ def decode_image(data: bytes, field: str, max_pixels: int, draft_size: Optional[
             image = Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
             width, height = image.size
             if width * height > max_pixels:
-                raise ApiError(f"{field}: the image is {width}x{height} pixels, above the limit of {max_pixels}",
+                raise ApiError(f"{field}: the image is {width}x{height} pixels, above the limit of {max_pixels} "
+                               f"(MAX_IMAGE_PIXELS)",
                                code="image_too_large", field=field, status=413)
             if draft_size and image.format == "JPEG":
                 # Decoding at 1/2, 1/4 or 1/8 scale (still >= the model's input size) is several times faster.
@@ -131,9 +132,18 @@ def decode_image(data: bytes, field: str, max_pixels: int, draft_size: Optional[
             return image.convert("RGB")
     except ApiError:
         raise
+    except UnidentifiedImageError:
+        # Pillow's own message holds the repr of its buffer (<_io.BytesIO object at 0x...>): useless to a client.
+        hint = "; it looks like JSON: send it with Content-Type: application/json" if _looks_like_json(data) else ""
+        raise invalid(field, f"is not an image in a format that decodes ({', '.join(DECODABLE_FORMATS)}){hint}",
+                      code="invalid_image") from None
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types (DDS: NotImplementedError)
         raise invalid(field, f"could not be decoded as an image ({type(exc).__name__}: {exc})",
                       code="invalid_image") from None
+
+
+def _looks_like_json(data: bytes) -> bool:
+    return data.lstrip()[:1] in (b"{", b"[")
 
 
 def load_image(source: ImageSource, max_pixels: int, urls: UrlReader,

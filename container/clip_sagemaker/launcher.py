@@ -19,6 +19,7 @@ from pathlib import Path
 from . import metrics_folder
 from .fetch import FetchPolicy
 from .front import FrontFiles, front_wanted, nginx_command, write_config
+from .hub import offline_when_unreachable
 from .model_source import ModelSourceError, resolve_model_source
 from .precision import PrecisionError, refuse_fp16_on_cpu
 from .supervisor import Supervisor
@@ -26,9 +27,34 @@ from .worker_layout import MemoryBudget, MemoryFitError, memory_budget, plan_lay
 from .settings import GUNICORN_BIND_ENV, MB, Settings, SettingsError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+USAGE = """Usage: ./serve [--help]     (SageMaker runs `docker run IMAGE serve`; other arguments are ignored)
+
+Starts the inference server on port 8080 (SAGEMAKER_BIND_TO_PORT); it is ready when GET /ping answers 200.
+Everything is set by environment variables; the ones that matter most:
+
+  MODEL_DIR=DIR             serve the model directory DIR (default /opt/ml/model; make one with
+                            local_test/make_model.sh or python -m clip_sagemaker.model_files)
+  MODEL_NAME, MODEL_PRETRAINED
+                            the open_clip architecture and pretrained tag (default ViT-B-32 with
+                            laion2b_s34b_b79k, downloaded from the Hugging Face Hub: needs network);
+                            MODEL_PRETRAINED=/path/to/checkpoint.safetensors, or none for random weights
+  CLIP_MODEL=hf-hub:ORG/NAME
+                            a model on the Hugging Face Hub (HF_HUB_OFFLINE=1 loads it from the cache)
+  DEVICE, PRECISION         cpu / cuda / cuda:1; fp32 / bf16 / fp16 (default: chosen for the hardware)
+  SAGEMAKER_MODEL_SERVER_WORKERS, SERVER_THREADS, SAGEMAKER_MODEL_SERVER_TIMEOUT
+                            worker processes, HTTP threads per worker, seconds per request
+  IMAGE_URL_ALLOWED_HOSTS   image hosts exempt from the URL fetcher's address checks
+
+Every variable, with its default: docs/configuration.md. Starting without network: docs/deployment.md.
+"""
 
 
 def main() -> int:
+    # The one argument read (others, such as SageMaker's `serve`, are ignored), before anything is read or
+    # started: --help must work on a machine where nothing is set up yet.
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(USAGE, end="")
+        return 0
     try:
         settings = Settings.from_env()
         FetchPolicy.from_settings(settings)
@@ -54,6 +80,9 @@ def main() -> int:
     print(f"serve: {described}; port {settings.port}, {front}; {layout.workers} worker(s) x "
           f"{settings.http_threads} HTTP threads, {layout.torch_threads} torch thread(s) each; "
           f"timeout {settings.timeout_s:g} s{_memory_note(memory)}", flush=True)
+    offline = offline_when_unreachable(source, os.environ)  # the workers inherit the environment
+    if offline:
+        print(f"serve: {offline}", flush=True)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
     # No --chdir: relative paths in the settings (MODEL_DIR=model) mean what they meant to the caller.
     gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:clip_sagemaker.gunicorn_config",

@@ -37,6 +37,7 @@ class ModelInfo:
     precision: str
     precision_reason: str
     embed_dim: int
+    random_weights: bool
     image_size: tuple[int, int]
     context_length: int
 
@@ -153,7 +154,7 @@ class ClipModel:
         self.info = ModelInfo(
             name=source.display_name or source.name, source=source.description,
             device=str(self._device), precision=precision.precision, precision_reason=precision.reason,
-            embed_dim=int(probe.shape[-1]), image_size=image_size,
+            embed_dim=int(probe.shape[-1]), random_weights=source.random_weights, image_size=image_size,
             context_length=int(getattr(tokenizer, "context_length", 77)))
 
     def _frozen_vision(self, image_size: tuple[int, int]) -> Optional[Callable]:
@@ -223,6 +224,8 @@ def load_model(source: ModelSource, device: Optional[str] = None, precision: Opt
         torch.set_num_threads(torch_threads)
     import open_clip  # imported here so that code which only plans or validates never pays for it
 
+    # huggingface_hub logs through a handler of its own and passes each line on to ours too: every line twice.
+    logging.getLogger("huggingface_hub").handlers.clear()
     device = pick_device(device)
     try:
         choice = choose_precision(precision, device)
@@ -244,8 +247,14 @@ def load_model(source: ModelSource, device: Optional[str] = None, precision: Opt
             source.name, pretrained=source.pretrained, device=device, precision=choice.precision,
             force_quick_gelu=quick_gelu,
             # Without this, a config with no weights next to it silently becomes a random model.
-            require_pretrained=not source.random_weights)[::2]
+            require_pretrained=source.weights_from_files)[::2]
         tokenizer = open_clip.get_tokenizer(source.name)
         return ClipModel(model, preprocess, tokenizer, source, device, choice, trim_text, freeze_towers)
     except Exception as exc:  # open_clip raises many types (OSError, RuntimeError, ValueError, safetensors errors)
-        raise ModelLoadError(f"could not load {source.description} on {device}: {type(exc).__name__}: {exc}") from exc
+        message = f"could not load {source.description} on {device}: {type(exc).__name__}: {exc}"
+        raise ModelLoadError(message.rstrip(".") + _WITHOUT_THE_HUB if source.from_hub else message) from exc
+
+
+_WITHOUT_THE_HUB = (". Without network, serve a model directory (MODEL_DIR=DIR; local_test/make_model.sh makes one), "
+                    "weights already in a Hugging Face cache (HF_HUB_OFFLINE=1, HF_HUB_CACHE=DIR) or, for tests "
+                    "only, random weights (MODEL_PRETRAINED=none): see docs/deployment.md")

@@ -2,7 +2,9 @@
 
 The layout is open_clip's own (the one the Hugging Face Hub uses): `open_clip_config.json` holding
 `{"model_cfg": ..., "preprocess_cfg": ...}` plus `open_clip_model.safetensors`. Tests, the benchmark and
-users packaging their weights all go through `write_model_dir`.
+users packaging their weights all go through `write_model_dir`. The config also records where the weights
+came from (`"weights": {"pretrained": TAG}`, or `{"random": true, "seed": N}` without --pretrained), so that
+the server can say loudly that a directory of random weights is one (open_clip ignores the key).
 
     python -m clip_sagemaker.model_files ViT-B-32 --pretrained laion2b_s34b_b79k --out model/ --tar model.tar.gz
 """
@@ -15,18 +17,19 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .model_source import CONFIG_FILE
+from .model_source import CONFIG_FILE, WEIGHTS_KEY
 
 WEIGHTS_FILE = "open_clip_model.safetensors"
 
 
-def write_model_dir(model, model_cfg: dict, out_dir: Path) -> Path:
-    """Saves a loaded open_clip model with its architecture config and preprocessing config."""
+def write_model_dir(model, model_cfg: dict, out_dir: Path, weights: dict) -> Path:
+    """Saves a loaded open_clip model with its architecture config, preprocessing config and `weights`,
+    where the weights came from."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {"model_cfg": model_cfg, "preprocess_cfg": dict(model.visual.preprocess_cfg)}
+    config = {"model_cfg": model_cfg, "preprocess_cfg": dict(model.visual.preprocess_cfg), WEIGHTS_KEY: weights}
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out_dir / WEIGHTS_FILE))
@@ -52,7 +55,10 @@ def build_model_dir(out_dir: Path, arch: str, pretrained: Optional[str] = None,
         raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
     torch.manual_seed(seed)
     model = open_clip.create_model(arch, pretrained=pretrained, require_pretrained=bool(pretrained))
-    return write_model_dir(model, model_cfg, out_dir)
+    # A checkpoint's name only: its path on this machine means nothing where the directory is served.
+    weights = {"pretrained": Path(pretrained).name if Path(pretrained).is_file() else pretrained} if pretrained \
+        else {"random": True, "seed": seed}
+    return write_model_dir(model, model_cfg, out_dir, weights)
 
 
 def make_tarball(model_dir: Path, tar_path: Path) -> Path:
@@ -76,7 +82,8 @@ def main() -> None:
     args = parser.parse_args()
     model_cfg = json.loads(args.config.read_text()) if args.config else None
     out = build_model_dir(args.out, args.arch, args.pretrained, model_cfg, args.seed)
-    print(f"wrote {out}")
+    print(f"wrote {out}" + ("" if args.pretrained else f" (RANDOM weights, seed {args.seed}: for tests and "
+                                                          f"benchmarks only; give --pretrained for real ones)"))
     if args.tar:
         print(f"wrote {make_tarball(out, args.tar)}")
 

@@ -11,6 +11,7 @@ container with one clear message instead of a crash loop.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -18,6 +19,7 @@ from typing import Optional
 from .settings import Settings
 
 CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_KEY = "weights"  # in CONFIG_FILE, written by model_files: where the weights came from
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
                 "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth")
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
@@ -40,15 +42,26 @@ class ModelSourceError(Exception):
 
 @dataclass(frozen=True)
 class ModelSource:
-    """What open_clip is asked to load: `name` is an architecture, `local-dir:` path or `hf-hub:` id."""
+    """What open_clip is asked to load: `name` is an architecture, `local-dir:` path or `hf-hub:` id.
+    `random_weights`: the weights are random, built now (MODEL_PRETRAINED=none) or in a directory whose
+    config says so."""
     name: str
     pretrained: Optional[str]
     description: str
     display_name: str = ""  # what answers call the model (MODEL_ID overrides)
+    random_weights: bool = False
 
     @property
-    def random_weights(self) -> bool:
-        return self.pretrained is None and not self.name.startswith((LOCAL_DIR_PREFIX, HF_HUB_PREFIX))
+    def from_hub(self) -> bool:
+        """Whether loading downloads from the Hugging Face Hub: a pretrained tag (not a checkpoint file) or a
+        Hub repo."""
+        return self.name.startswith(HF_HUB_PREFIX) or (self.pretrained is not None
+                                                       and not Path(self.pretrained).is_file())
+
+    @property
+    def weights_from_files(self) -> bool:
+        """Whether open_clip loads weights (a tag, a checkpoint, a directory, a Hub repo): then it must find them."""
+        return self.pretrained is not None or self.name.startswith((LOCAL_DIR_PREFIX, HF_HUB_PREFIX))
 
 
 def weights_in(directory: Path) -> Optional[Path]:
@@ -62,16 +75,32 @@ def _from_directory(directory: Path, variable: str, explicit: bool, kind: str) -
     config = directory / CONFIG_FILE
     weights = weights_in(directory) if directory.is_dir() else None
     if config.is_file() and weights is not None:
+        seed = _random_seed(config)
+        random = "" if seed is None else f": RANDOM weights (seed {seed}, written without pretrained weights)"
         return ModelSource(name=f"{LOCAL_DIR_PREFIX}{directory}", pretrained=None,
-                           description=f"{kind} {directory} ({weights.name})",
-                           display_name=str(directory))
+                           description=f"{kind} {directory} ({weights.name}){random}",
+                           display_name=str(directory), random_weights=seed is not None)
     # A directory that holds only half a model was meant to be used: falling back would serve something else.
     if explicit or config.is_file() or weights is not None:
         found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else None
         raise ModelSourceError(
             f"{variable}={directory} does not hold an open_clip model: expected {CONFIG_FILE} and one of "
             f"{', '.join(WEIGHT_FILES)}; "
-            + ("the directory does not exist" if found is None else f"found {found or 'nothing'}"))
+            + ("the directory does not exist" if found is None else f"found {found or 'nothing'}")
+            + "; make one with local_test/make_model.sh ARCH:TAG (or ARCH --checkpoint FILE), see "
+              "docs/deployment.md")
+    return None
+
+
+def _random_seed(config: Path) -> Optional[object]:
+    """The seed of the random weights model_files wrote, or None when the config does not say they are random
+    (a directory from the Hub or another tool says nothing; an unreadable config is open_clip's to report)."""
+    try:
+        weights = json.loads(config.read_text()).get(WEIGHTS_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(weights, dict) and weights.get("random") is True:
+        return weights.get("seed", "unknown")
     return None
 
 
@@ -107,7 +136,7 @@ def _from_clip_model(value: str, settings: Settings) -> ModelSource:
 def _from_name(arch: str, pretrained: str, described: str) -> ModelSource:
     if pretrained.lower() == RANDOM_WEIGHTS:
         return ModelSource(arch, None, f"{described}: {arch} with RANDOM weights (MODEL_PRETRAINED=none)",
-                           f"{arch}:{RANDOM_WEIGHTS}")
+                           f"{arch}:{RANDOM_WEIGHTS}", random_weights=True)
     looks_like_path = "/" in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES)
     if looks_like_path and not Path(pretrained).is_file():
         raise ModelSourceError(f"{described}: {pretrained} looks like a checkpoint path, but no such file exists")

@@ -65,8 +65,11 @@ class Pipeline:
         return body
 
     def json_body(self) -> Any:
-        if codecs.request_kind(request.headers.get("Content-Type")) != "json":
-            raise ApiError(f"this route takes {codecs.JSON}", code="unsupported_media_type", status=415)
+        content_type = request.headers.get("Content-Type")
+        if not codecs.is_json(content_type):
+            raise ApiError(f"Content-Type {content_type!r} is not supported: this route takes only {codecs.JSON} "
+                           f"(POST /invocations also takes JSON Lines, CSV and images)",
+                           code="unsupported_media_type", status=415)
         return codecs.decode_request(self.body(batch_request=False), request.headers.get("Content-Type"))
 
     def call(self, body: Any, options: Mapping[str, Any], format_name: Optional[str] = None) -> protocols.Call:

@@ -12,7 +12,7 @@ import pytest
 
 from http_helper import post
 from images import b64, pattern
-from server import REPO
+from server import REPO, skip_if_a_default_model_dir_holds_a_model
 
 IMAGES = [pattern(seed) for seed in range(10, 13)]
 TEXTS = ["a photo of a cat", "a diagram", "two dogs playing"]
@@ -130,25 +130,15 @@ def test_corrupt_weights_stop_serve_instead_of_serving_random_weights(serve, tin
     assert "model ready" not in log
 
 
-def _without_default_model_dir():
-    from clip_sagemaker.model_source import ModelSourceError, resolve_model_source
-    from clip_sagemaker.settings import Settings
-    try:
-        if resolve_model_source(Settings()).name.startswith("local-dir:"):
-            pytest.skip("this machine has a model in /opt/ml/model, which would take precedence")
-    except ModelSourceError:
-        pytest.skip("this machine has a broken model in /opt/ml/model")
-
-
 def test_unknown_architecture_stops_serve_naming_it(serve):
-    _without_default_model_dir()
+    skip_if_a_default_model_dir_holds_a_model()
     srv = serve({"MODEL_NAME": "ViT-Nope-99", "MODEL_PRETRAINED": "none"}, wait_ready=False)
     assert srv.wait_exit() != 0
     assert "FATAL" in srv.log() and "ViT-Nope-99" in srv.log()
 
 
 def test_random_weights_are_served_only_when_asked_and_said_loudly(serve):
-    _without_default_model_dir()
+    skip_if_a_default_model_dir_holds_a_model()
     srv = serve({"MODEL_NAME": "ViT-B-32", "MODEL_PRETRAINED": "none"})
     assert "SERVING RANDOM WEIGHTS" in srv.log()
     body = invoke(srv, {"task": "embed", "texts": ["a cat"]}).json()

@@ -234,6 +234,7 @@ def test_reject_unknown_names_the_field():
     assert "imagez" in error.message and "topk" in error.message
     assert "allowed: images, texts" in error.message
     assert "embed" in error.message
+    assert "'imagez': did you mean 'images'?" in error.message
 
 
 def test_reject_unknown_accepts_known_fields():

@@ -86,6 +86,17 @@ def test_a_pretrained_tag_that_cannot_be_fetched_fails_instead_of_random_weights
         load_model(ModelSource("ViT-B-32", "laion2b_s34b_b79k", "ViT-B-32 with pretrained tag laion2b_s34b_b79k"))
 
 
+def test_a_failed_download_names_the_ways_to_start_without_network_and_logs_each_line_once():
+    import logging
+
+    with pytest.raises(ModelLoadError) as caught:
+        load_model(ModelSource("ViT-B-32", "laion2b_s34b_b79k", "ViT-B-32 with pretrained tag laion2b_s34b_b79k"))
+    for way in ("MODEL_DIR=DIR", "HF_HUB_OFFLINE=1", "MODEL_PRETRAINED=none"):
+        assert way in str(caught.value)
+    # huggingface_hub's own handler printed each of its lines a second time, beside ours.
+    assert logging.getLogger("huggingface_hub").handlers == []
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
     assert pick_device(None) == "cpu"

@@ -1,6 +1,9 @@
 """Where the model comes from: model directory, baked-in model, CLIP_MODEL, then MODEL_NAME + MODEL_PRETRAINED."""
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from clip_sagemaker.model_source import CONFIG_FILE, WEIGHT_FILES, ModelSourceError, resolve_model_source
@@ -247,3 +250,26 @@ def test_baked_model_dir_setting_defaults_to_opt_baked_model_and_is_read_from_th
     assert Settings.from_env({"BAKED_MODEL_DIR": "  "}).baked_model_dir_explicit is False
     parsed = Settings.from_env({"BAKED_MODEL_DIR": " /srv/clip "})
     assert (parsed.baked_model_dir, parsed.baked_model_dir_explicit) == ("/srv/clip", True)
+
+
+def test_a_model_directory_written_without_weights_is_marked_random(tiny_model_dir):
+    source = resolve_model_source(Settings(model_dir=str(tiny_model_dir), model_dir_explicit=True))
+    assert source.random_weights is True
+    assert "RANDOM weights (seed 0" in source.description
+    assert json.loads((tiny_model_dir / CONFIG_FILE).read_text())["weights"] == {"random": True, "seed": 0}
+
+
+def test_a_model_directory_whose_config_says_nothing_of_its_weights_is_not_random(tiny_model_dir, tmp_path):
+    # What the Hub and other tools write: no "weights" key.
+    plain = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, plain)
+    config = json.loads((plain / CONFIG_FILE).read_text())
+    del config["weights"]
+    (plain / CONFIG_FILE).write_text(json.dumps(config))
+    source = resolve_model_source(Settings(model_dir=str(plain), model_dir_explicit=True))
+    assert source.random_weights is False and "RANDOM" not in source.description
+
+
+def test_info_says_when_the_weights_are_random(client):
+    info = client.get("/info").get_json()
+    assert info["random_weights"] is True and "RANDOM weights" in info["source"]

@@ -11,8 +11,15 @@ the README documents; `detect` parses the body in it):
 6. an object with `text` and/or `image`     → OpenCLIP-API's `/embeddings` (openclip_api.py)
 7. an object with `input`                   → OpenAI's embeddings API (openai_embeddings.py)
 
-Each earlier system's own route calls `parse_as` with its format, so its bodies never need detecting; so do
-the integrations' routes (Weaviate's `/vectorize` takes weaviate_clip.py's format, never detected).
+Before that, a top-level field that no format knows but that is close to one a format does know (`Task`,
+`taks` → `task`; `normalise` → `normalize`) is a 400 naming the field it probably meant: detection would
+otherwise read the body as another format, or ignore the option. Other unknown fields are left to the
+format: the task format refuses them all, the earlier systems' formats ignore them as their originals did.
+A body that no format matches is a 400 naming the formats.
+
+Each earlier system's own route names its format (Pipeline.call), so its bodies never need detecting (nor
+checking for misspellings: they behave as their originals did); so do the integrations' routes (Weaviate's
+`/vectorize` takes weaviate_clip.py's format, never detected).
 `options` come from the X-Amzn-SageMaker-Custom-Attributes header; a body's own fields win over them.
 """
 from __future__ import annotations
@@ -27,7 +34,7 @@ from ..errors import ApiError
 from ..tasks import Classification, EmbedResult, RankResult, Result, Task
 from . import (clip_api_service, openai_embeddings, openclip_api, openclip_service, sagemaker_clip, task_format,
                weaviate_clip)
-from .fields import Limits, type_name
+from .fields import Limits, misspelt, probably_meant, type_name
 
 
 @dataclass(frozen=True)
@@ -58,33 +65,64 @@ class Call:
     check: Check = _fits_any_model
 
 
+@dataclass(frozen=True)
+class Format:
+    """A request format: `shape` says in an error what its bodies look like; `fields` are the top-level
+    fields it knows (the misspelling check's vocabulary)."""
+    name: str
+    shape: str
+    matches: Callable[[Any], bool]
+    parse: Parse
+    fields: frozenset[str] = frozenset()
+
+
 def _is_object_with(*keys: str) -> Callable[[Any], bool]:
     return lambda body: isinstance(body, dict) and all(k in body for k in keys)
 
 
-FORMATS: tuple[tuple[str, Callable[[Any], bool], Parse], ...] = (
-    ("task", _is_object_with("task"), task_format.parse),
-    ("encode", lambda body: isinstance(body, list), clip_api_service.parse_encode),
-    ("rank", _is_object_with("queries", "candidates"), clip_api_service.parse_rank),
-    ("sagemaker_clip", _is_object_with("images", "classes"), sagemaker_clip.parse),
-    ("embed", _is_object_with("texts"), openclip_service.parse),
-    ("embeddings", lambda body: isinstance(body, dict) and ("text" in body or "image" in body), openclip_api.parse),
-    ("openai_embeddings", _is_object_with("input"), openai_embeddings.parse),
+FORMATS: tuple[Format, ...] = (
+    Format("task", '{"task": "embed" | "rank" | "classify", ...}', _is_object_with("task"),
+           task_format.parse, frozenset(task_format.FIELDS)),
+    Format("encode", "a list of items (CLIP-API-service /encode)", lambda body: isinstance(body, list),
+           clip_api_service.parse_encode),
+    Format("rank", '{"queries", "candidates"} (CLIP-API-service /rank)', _is_object_with("queries", "candidates"),
+           clip_api_service.parse_rank, frozenset(clip_api_service.RANK_FIELDS)),
+    Format("sagemaker_clip", '{"images", "classes"} (the SageMaker CLIP container)',
+           _is_object_with("images", "classes"), sagemaker_clip.parse, frozenset(sagemaker_clip.KEYS)),
+    Format("embed", '{"texts"} (OpenCLIP as a Service /embed)', _is_object_with("texts"), openclip_service.parse,
+           frozenset(openclip_service.FIELDS)),
+    Format("embeddings", '{"text" and/or "image"} (OpenCLIP-API /embeddings)',
+           lambda body: isinstance(body, dict) and ("text" in body or "image" in body), openclip_api.parse,
+           frozenset(openclip_api.FIELDS)),
+    Format("openai_embeddings", '{"input", "model"?} (OpenAI embeddings)', _is_object_with("input"),
+           openai_embeddings.parse, frozenset(openai_embeddings.KEYS)),
 )
-_PARSERS = {name: parse for name, _, parse in FORMATS}
+_PARSERS = {f.name: f.parse for f in FORMATS}
 _PARSERS["weaviate_vectorize"] = weaviate_clip.parse
+KNOWN_FIELDS = frozenset().union(*(f.fields for f in FORMATS))
+
+
+def _refuse_misspelt_fields(body: dict) -> None:
+    for name in body:
+        if name not in KNOWN_FIELDS:
+            meant = probably_meant(name, KNOWN_FIELDS)
+            if meant is not None:
+                raise misspelt(name, meant, "/invocations")
 
 
 def format_of(body: Any) -> str:
-    for name, matches, _ in FORMATS:
-        if matches(body):
-            return name
+    """The format of a body posted to /invocations, first match wins; a misspelt field or a body no format
+    matches is refused, naming what was probably meant or the formats there are."""
     if isinstance(body, dict):
-        keys = ", ".join(sorted(body)) or "none"
-        raise ApiError(f"unrecognised request format (keys: {keys}); send {{\"task\": \"embed\" | \"rank\" | "
-                       f"\"classify\", ...}} or one of the formats in the README", code="unknown_format")
-    raise ApiError(f"unrecognised request format: the body is {type_name(body)}, expected a JSON object or list",
-                   code="unknown_format")
+        _refuse_misspelt_fields(body)
+    for candidate in FORMATS:
+        if candidate.matches(body):
+            return candidate.name
+    shapes = "; ".join(f.shape for f in FORMATS)
+    found = (f"keys: {', '.join(sorted(body)) or 'none'}" if isinstance(body, dict)
+             else f"the body is {type_name(body)}")
+    raise ApiError(f"unrecognised request format ({found}); /invocations takes one of: {shapes} "
+                   f"(see docs/api.md)", code="unknown_format")
 
 
 def detect(body: Any, options: Mapping[str, Any], limits: Limits) -> Call:

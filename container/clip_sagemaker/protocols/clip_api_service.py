@@ -13,6 +13,7 @@ from ..errors import invalid
 from . import fields
 
 ENCODE_OPTIONS = {"normalize"}
+RANK_FIELDS = {"queries", "candidates"}
 
 
 def _item(value: Any, field: str, limits: fields.Limits) -> tasks.Item:

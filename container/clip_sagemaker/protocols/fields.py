@@ -4,6 +4,7 @@ Each helper returns the clean value or raises an ApiError naming the field path 
 """
 from __future__ import annotations
 
+import difflib
 import string
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
@@ -38,11 +39,32 @@ def require_object(body: Any, what: str) -> dict:
     return body
 
 
+def probably_meant(name: str, known: set[str]) -> Optional[str]:
+    """The known field an unknown one is most likely a misspelling of (`Task`, `taks` → `task`), or None."""
+    if not isinstance(name, str):
+        return None
+    folded = {k.lower(): k for k in known}
+    if name.lower() in folded:
+        return folded[name.lower()]
+    # 0.75 takes one swapped or wrong letter in a four-letter name (taks), and not words that merely share
+    # letters (model / image); a wrong guess costs only a 400 naming both fields.
+    close = difflib.get_close_matches(name.lower(), list(folded), n=1, cutoff=0.75)
+    return folded[close[0]] if close else None
+
+
+def misspelt(name: str, meant: str, where: str) -> ApiError:
+    return ApiError(f"unknown field {name!r} for {where}: did you mean {meant!r}?", code="unknown_field",
+                    field=name)
+
+
 def reject_unknown(body: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise ApiError(f"unknown field(s) {', '.join(unknown)} for {where}; allowed: {', '.join(sorted(allowed))}",
-                       code="unknown_field", field=unknown[0])
+        guesses = [f"{name!r}: did you mean {meant!r}?" for name in unknown
+                   if (meant := probably_meant(name, allowed)) is not None]
+        hint = f" ({'; '.join(guesses)})" if guesses else ""
+        raise ApiError(f"unknown field(s) {', '.join(unknown)} for {where}{hint}; allowed: "
+                       f"{', '.join(sorted(allowed))}", code="unknown_field", field=unknown[0])
 
 
 def text(value: Any, field: str, limits: Limits, allow_empty: bool = False) -> str:

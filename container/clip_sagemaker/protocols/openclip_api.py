@@ -12,6 +12,7 @@ from ..errors import ApiError
 from . import fields
 
 OPTIONS = {"normalize"}
+FIELDS = {"text", "image"} | OPTIONS
 
 
 def parse(body: Any, options: Mapping[str, Any], limits: fields.Limits):

@@ -7,6 +7,7 @@ from .. import tasks
 from . import fields
 
 OPTIONS = {"normalize"}
+FIELDS = {"texts"} | OPTIONS
 
 
 def parse(body: Any, options: Mapping[str, Any], limits: fields.Limits):

@@ -17,6 +17,7 @@ from . import fields, sagemaker_clip
 
 EMBED_OPTIONS = {"normalize"}
 RANK_OPTIONS = {"top_k"}
+FIELDS = {"task", "texts", "images", "queries", "candidates"} | EMBED_OPTIONS | RANK_OPTIONS | sagemaker_clip.KEYS
 
 
 def _item(value: Any, field: str, limits: fields.Limits) -> tasks.Item:
