@@ -14,16 +14,18 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from . import metrics_folder
 from .fetch import FetchPolicy
 from .front import FrontFiles, front_wanted, nginx_command, write_config
 from .hub import offline_when_unreachable
-from .model_source import ModelSourceError, resolve_model_source
+from .model_source import ModelSource, ModelSourceError, resolve_model_source
 from .precision import PrecisionError, refuse_fp16_on_cpu
 from .supervisor import Supervisor
-from .worker_layout import MemoryBudget, MemoryFitError, memory_budget, plan_layout
+from .worker_layout import Layout, MemoryBudget, MemoryFitError, memory_budget, plan_layout
 from .settings import GUNICORN_BIND_ENV, MB, Settings, SettingsError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +51,37 @@ Every variable, with its default: docs/configuration.md. Starting without networ
 """
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What `serve` decided before anything starts."""
+    settings: Settings
+    source: Optional[ModelSource]  # None: a multi-model endpoint, which starts with no model
+    memory: MemoryBudget
+    layout: Layout
+    nginx: Optional[str]  # the front's binary, or None to let gunicorn take the port
+    metrics_dir: str
+
+
+def plan() -> Plan:
+    """Every setting checked and every decision taken, or the error that stops `serve`."""
+    settings = Settings.from_env()
+    FetchPolicy.from_settings(settings)
+    # A multi-model endpoint starts with no model: SageMaker loads them over POST /models.
+    source = None if settings.multi_model else resolve_model_source(settings)
+    memory = memory_budget(settings)
+    if source is not None:
+        memory.require_one()
+    layout = plan_layout(settings, memory=memory)
+    # Decided here without torch (the master must not map it): on a CPU when no GPU is counted.
+    on_cpu = (settings.device or "").startswith("cpu") or (not settings.device and layout.gpus == 0)
+    refuse_fp16_on_cpu(settings.precision, on_cpu)
+    nginx = front_wanted(settings)
+    # Before any worker forks, so that every worker writes its metrics where a scrape of any one reads them.
+    # Named after this process: gunicorn's master when it execs, else the supervisor, which removes it.
+    folder = metrics_folder.prepare_dir(settings.metrics_dir, os.getpid())
+    return Plan(settings, source, memory, layout, nginx, folder)
+
+
 def main() -> int:
     # The one argument read (others, such as SageMaker's `serve`, are ignored), before anything is read or
     # started: --help must work on a machine where nothing is set up yet.
@@ -56,48 +89,45 @@ def main() -> int:
         print(USAGE, end="")
         return 0
     try:
-        settings = Settings.from_env()
-        FetchPolicy.from_settings(settings)
-        # A multi-model endpoint starts with no model: SageMaker loads them over POST /models.
-        source = None if settings.multi_model else resolve_model_source(settings)
-        memory = memory_budget(settings)
-        if source is not None:
-            memory.require_one()
-        layout = plan_layout(settings, memory=memory)
-        # Decided here without torch (the master must not map it): on a CPU when no GPU is counted.
-        on_cpu = (settings.device or "").startswith("cpu") or (not settings.device and layout.gpus == 0)
-        refuse_fp16_on_cpu(settings.precision, on_cpu)
-        nginx = front_wanted(settings)
-        # Before any worker forks, so that every worker writes its metrics where a scrape of any one reads them.
-        # Named after this process: gunicorn's master when it execs, else the supervisor, which removes it.
-        folder = metrics_folder.prepare_dir(settings.metrics_dir, os.getpid())
-        os.environ[metrics_folder.MULTIPROCESS_DIR_ENV] = folder
+        chosen = plan()
     except (SettingsError, ModelSourceError, PrecisionError, MemoryFitError, OSError) as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr, flush=True)
         return 2
-    described = source.description if source else "multi-model endpoint (models are loaded over POST /models)"
-    front = "nginx in front" if nginx else "no front (FRONT=off or nginx not installed)"
-    print(f"serve: {described}; port {settings.port}, {front}; {layout.workers} worker(s) x "
-          f"{settings.http_threads} HTTP threads, {layout.torch_threads} torch thread(s) each; "
-          f"timeout {settings.timeout_s:g} s{_memory_note(memory)}", flush=True)
-    offline = offline_when_unreachable(source, os.environ)  # the workers inherit the environment
-    if offline:
-        print(f"serve: {offline}", flush=True)
+    _announce(chosen)
+    os.environ[metrics_folder.MULTIPROCESS_DIR_ENV] = chosen.metrics_dir
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
     # No --chdir: relative paths in the settings (MODEL_DIR=model) mean what they meant to the caller.
     gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:clip_sagemaker.gunicorn_config",
                 "clip_sagemaker.wsgi:create_production_app()"]
-    if nginx is None:
+    if chosen.nginx is None:
         os.execv(sys.executable, gunicorn)
         return 0  # not reached: this process is gunicorn now
+    return _supervise(chosen, gunicorn)
+
+
+def _announce(chosen: Plan) -> None:
+    settings, layout = chosen.settings, chosen.layout
+    described = chosen.source.description if chosen.source else \
+        "multi-model endpoint (models are loaded over POST /models)"
+    front = "nginx in front" if chosen.nginx else "no front (FRONT=off or nginx not installed)"
+    print(f"serve: {described}; port {settings.port}, {front}; {layout.workers} worker(s) x "
+          f"{settings.http_threads} HTTP threads, {layout.torch_threads} torch thread(s) each; "
+          f"timeout {settings.timeout_s:g} s{_memory_note(chosen.memory)}", flush=True)
+    # The workers inherit the environment. A multi-model endpoint's models come from S3, never from the Hub.
+    offline = offline_when_unreachable(chosen.source, os.environ) if chosen.source else None
+    if offline:
+        print(f"serve: {offline}", flush=True)
+
+
+def _supervise(chosen: Plan, gunicorn: list[str]) -> int:
     files = FrontFiles.create()
     try:
-        write_config(settings, layout, files)
+        write_config(chosen.settings, chosen.layout, files)
         os.environ[GUNICORN_BIND_ENV] = f"unix:{files.socket}"
-        return Supervisor(gunicorn, nginx_command(nginx, files), files).run()
+        return Supervisor(gunicorn, nginx_command(chosen.nginx, files), files).run()
     finally:
         shutil.rmtree(files.run_dir, ignore_errors=True)
-        metrics_folder.remove_if_default(folder, os.getpid())
+        metrics_folder.remove_if_default(chosen.metrics_dir, os.getpid())
 
 
 def _memory_note(memory: MemoryBudget) -> str:
