@@ -251,8 +251,10 @@ run_published() {
   "$PY" local_test/slow_clients.py --url "$base" --clients 200 --seconds 8 --cut-after 5 \
     >"$WORK/slow.json" 2>"$WORK/slow.txt" || fail "slow clients: $(cat "$WORK/slow.txt" "$WORK/slow.json")"
   say "  $(cat "$WORK/slow.txt")"
-  "$DOCKER" logs "$c" 2>&1 | grep -m 1 '^serve: .*nginx in front' >/dev/null || fail "$c: nginx is not in front"
-  say "  startup line: $("$DOCKER" logs "$c" 2>&1 | grep -m 1 '^serve: ')"
+  # Read from a file: `grep -m 1` on a pipe would end `docker logs` with SIGPIPE, which pipefail counts.
+  "$DOCKER" logs "$c" >"$WORK/published.log" 2>&1
+  grep -q '^serve: .*nginx in front' "$WORK/published.log" || fail "$c: nginx is not in front"
+  say "  startup line: $(grep -m 1 '^serve: ' "$WORK/published.log")"
   stop_cleanly "$c"
 }
 
