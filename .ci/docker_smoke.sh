@@ -12,7 +12,8 @@
 #      /invocations checked with curl, the values checked by .ci/smoke_checks.py; every process runs as uid 1000;
 #      200 slow and stalled clients (local_test/slow_clients.py) while /ping and real requests must be answered;
 #   2. docker run --network none --read-only --tmpfs /tmp (SageMaker network isolation): the same checks from
-#      inside the container; no network, nothing writable but /tmp;
+#      inside the container, and /metrics counting them (its files live in /tmp); no network, nothing writable
+#      but /tmp;
 #   3. the image with the tiny model baked in (MODEL_DIR_IN_CONTEXT), isolated, nothing mounted;
 #   each ended by `docker stop` (SIGTERM), which must end it with exit status 0 within the 30 s grace period.
 # Everything it starts (containers, dockerd, the baked image, the linked wheels) is removed on exit, also on

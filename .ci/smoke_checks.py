@@ -4,7 +4,8 @@ container, whose python has no test dependencies).
     python smoke_checks.py validate KIND BODY_FILE [SOURCE] check one answer saved by curl (KIND: see CHECKS;
                                                            SOURCE: text /info's source must contain)
     python smoke_checks.py http BASE_URL PAYLOAD_DIR [--source TEXT]
-                                                           ask every route with urllib and check each answer
+                                                           ask every route with urllib and check each answer,
+                                                           then that /metrics counted the answers
 
 The payloads are local_test/payloads/*.json; the model is the tiny 32-dimensional test model.
 """
@@ -138,6 +139,20 @@ def _http(base_url: str, payload_dir: Path, source: str) -> None:
             body = json.loads(response.read())
         summary = check_info(body, source) if kind == "info" else CHECKS[kind](body)
         print(f"  ok  {method} {route} ({kind}): {summary}", flush=True)
+    _metrics(base_url)
+
+
+def _metrics(base_url: str) -> None:
+    """/metrics counts the requests just made: the metric files live under /tmp, the one writable folder."""
+    with urllib.request.urlopen(base_url.rstrip("/") + "/metrics", timeout=30) as response:
+        expect(response.status == 200, f"GET /metrics: HTTP {response.status}")
+        text = response.read().decode()
+    answered = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("clip_requests_total{") and 'route="/invocations"' in line
+                   and 'status="200"' in line)
+    posts = sum(1 for _, method, route, _ in REQUESTS if method == "POST" and route == "/invocations")
+    expect(answered >= posts, f"GET /metrics counts {answered:g} answered /invocations, expected {posts} or more")
+    print(f"  ok  GET /metrics: {answered:g} answered /invocations counted", flush=True)
 
 
 def main(argv: list[str]) -> int:
