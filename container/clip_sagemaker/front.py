@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import ApiError, Unavailable
-from .payload_limits import body_limit, execution_parameters
+from .payload_limits import BodyLimit, body_limit, execution_parameters
 from .settings import Settings, SettingsError
 from .worker_layout import Layout
 
@@ -82,25 +82,23 @@ def _quoted(payload: dict) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _error_locations(settings: Settings, layout: Layout) -> list[tuple[str, int, dict]]:
-    """(location name, status, body) for each answer nginx gives itself, in the app's error format."""
-    too_large = body_limit(settings, execution_parameters(settings, layout), batch_request=True).refuse()
-    bad = ApiError("the request could not be read as HTTP (malformed request line or headers)",
-                   code="bad_request")
-    slow = ApiError(f"the client sent nothing for {settings.client_timeout_s:g} s (CLIENT_TIMEOUT)",
-                    code="client_timeout", status=408)
-    long_line = ApiError("the request line or a header is longer than 16 KB", code="header_too_large")
-    down = Unavailable("the server is starting or restarting; retry when GET /ping answers 200",
-                       code="not_ready")
-    return [("body_too_large", 413, too_large.body()), ("bad_request", 400, bad.body()),
-            ("client_timeout", 408, slow.body()), ("header_too_large", 400, long_line.body()),
-            ("not_ready", 503, down.body())]
+def _error_locations(settings: Settings, too_large: BodyLimit) -> list[tuple[str, ApiError]]:
+    """(location name, error) for each answer nginx gives itself, in the app's error format and status."""
+    return [("body_too_large", too_large.refuse()),
+            ("bad_request", ApiError("the request could not be read as HTTP (malformed request line or headers)",
+                                     code="bad_request")),
+            ("client_timeout", ApiError(f"the client sent nothing for {settings.client_timeout_s:g} s "
+                                        f"(CLIENT_TIMEOUT)", code="client_timeout", status=408)),
+            ("header_too_large", ApiError("the request line or a header is longer than 16 KB",
+                                          code="header_too_large")),
+            ("not_ready", Unavailable("the server is starting or restarting; retry when GET /ping answers 200",
+                                      code="not_ready"))]
 
 
 def _connections() -> tuple[int, int]:
     """(open files, connections per worker): as many as this process may open; each proxied request uses
     two connections and a file for a spilled body."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     files = min(hard if hard != resource.RLIM_INFINITY else 65536, 65536)
     return files, max(512, files // 3)
 
@@ -110,14 +108,14 @@ def render_config(settings: Settings, layout: Layout, files: FrontFiles) -> str:
     nofile, connections = _connections()
     upstream_s = int(settings.timeout_s) + UPSTREAM_SLACK_S
     client_s = f"{round(settings.client_timeout_s * 1000)}ms"  # nginx takes no fractions of a second
-    largest = body_limit(settings, execution_parameters(settings, layout), batch_request=True).bytes
-    errors = _error_locations(settings, layout)
+    largest = body_limit(settings, execution_parameters(settings, layout), batch_request=True)
     # An asynchronous endpoint's bodies (up to 1 GB) come from SageMaker's own service reading S3, never from
     # a slow client: streamed to the app, which spools them once, instead of a second copy under /tmp.
     request_buffering = "off" if settings.async_mode else "on"
     # Internal URIs, not named locations: a request whose line could not be parsed has no URI to redirect from.
     error_pages = "\n".join(f"        location = {ERROR_PREFIX}{name} {{ internal; default_type application/json; "
-                            f"return {status} {_quoted(body)}; }}" for name, status, body in errors)
+                            f"return {error.status} {_quoted(error.body())}; }}"
+                            for name, error in _error_locations(settings, largest))
     return f"""# Rendered by clip_sagemaker.front at start from the settings; edits here are lost at the next start.
 daemon off;
 master_process on;
@@ -144,7 +142,7 @@ http {{
     send_timeout {client_s};
     reset_timedout_connection on;
     keepalive_timeout {KEEPALIVE_S}s;
-    client_max_body_size {largest};
+    client_max_body_size {largest.bytes};
     client_body_buffer_size {BODY_BUFFER};
     large_client_header_buffers 4 16k;
     underscores_in_headers on;      # every header reaches the app as it did without the front

@@ -106,7 +106,7 @@ class Supervisor:
         _stop(self.gunicorn, signal.SIGTERM, FAILURE_GRACE_S)
         if self.stopping and all(p.returncode == 0 for _, p in died):
             return 0  # both were stopped by the same signal (a Ctrl-C reaches the whole process group)
-        return next((p.returncode for _, p in died if p.returncode not in (0, None) and p.returncode > 0), 1)
+        return next((p.returncode for _, p in died if p.returncode > 0), 1)
 
     def _graceful_stop(self) -> int:
         started = time.monotonic()
