@@ -88,7 +88,7 @@ class ModelRegistry:
         with self._models_lock:
             model = self._models.get(name)
         if model is None:
-            raise ApiError(f"no model named {name!r} is loaded", code="model_not_loaded", status=404)
+            raise _not_loaded(name)
         return model
 
     def page(self, limit: int, start: int) -> tuple[list[LoadedModel], Optional[int]]:
@@ -157,7 +157,7 @@ class ModelRegistry:
         with self._models_lock:
             model = self._models.pop(name, None)
         if model is None:
-            raise ApiError(f"no model named {name!r} is loaded", code="model_not_loaded", status=404)
+            raise _not_loaded(name)
         engine = model.slot.take()
         engine.stop()  # requests still waiting on its loop get a 503 `model_unloaded`
         del engine
@@ -165,6 +165,10 @@ class ModelRegistry:
         log.info("unloaded model %r; %d model(s) loaded, worker RSS %d MB", name, len(self._models),
                  memory.rss_bytes() // MB)
         return model
+
+
+def _not_loaded(name: str) -> ApiError:
+    return ApiError(f"no model named {name!r} is loaded", code="model_not_loaded", status=404)
 
 
 def _model_weights(directory: Path) -> Path:

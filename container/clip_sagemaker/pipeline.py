@@ -147,7 +147,7 @@ class Pipeline:
         a client that sends all of its body before it reads the answer (most do) never waits on an answer
         that waits on the rest of the body; spooled to a temporary file past SPOOL_BYTES, so that memory
         holds only the chunk being answered."""
-        limit = body_limit(self.settings, self.parameters, batch_request=True)
+        limit = self.largest_body()
         limit.check_announced(request.content_length)
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
         while block := request.stream.read(BLOCK_BYTES):

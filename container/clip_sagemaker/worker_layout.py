@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .model_source import ModelSource, ModelSourceError, resolve_model_source, weights_in
+from .model_source import LOCAL_DIR_PREFIX, ModelSource, ModelSourceError, resolve_model_source, weights_in
 from .memory import CGROUP_ROOT, read_cgroup_bytes
 from .settings import MB, Settings
 
@@ -96,8 +96,8 @@ def load_factor(weights: Path) -> float:
 def weights_file(source: ModelSource) -> Optional[Path]:
     """The weights file the source loads from local disk; None when it is not there before loading (a
     download, or random weights)."""
-    if source.name.startswith("local-dir:"):
-        path = weights_in(Path(source.name.removeprefix("local-dir:")))
+    if source.name.startswith(LOCAL_DIR_PREFIX):
+        path = weights_in(Path(source.name.removeprefix(LOCAL_DIR_PREFIX)))
     else:
         path = Path(source.pretrained) if source.pretrained else None
     return path if path is not None and path.is_file() else None
