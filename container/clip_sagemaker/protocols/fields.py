@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional, Union
 
 from ..errors import ApiError, invalid
 from ..inputs import ImageSource
-from ..tasks import render_prompt
+from ..tasks import Item, render_prompt
 
 _MISSING = object()
 _PLACEHOLDERS = ("", "0", "label")  # {}, {0} and {label}: the label itself
@@ -101,6 +101,15 @@ def as_list(value: Any, field: str, limits: Limits, required: bool = True) -> li
 
 def items_list(body: dict, key: str, limits: Limits, required: bool = True) -> list:
     return as_list(body.get(key, _MISSING), key, limits, required)
+
+
+def item_object(value: Any, field: str, limits: Limits) -> Item:
+    """An item given as an object of its modality, {"text": "..."} or {"image": "..."} → a tasks.Item."""
+    if not isinstance(value, dict) or len(value) != 1 or not ({"text", "image"} & set(value)):
+        raise invalid(field, 'must be {"text": "..."} or {"image": "<base64, data URI or URL>"}')
+    if "text" in value:
+        return Item(text(value["text"], f"{field}.text", limits))
+    return Item(image(value["image"], f"{field}.image"))
 
 
 def check_total(texts: tuple, images: tuple, limits: Limits) -> None:

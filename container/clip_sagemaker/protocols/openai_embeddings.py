@@ -51,11 +51,7 @@ def _item(value: Any, field: str, modality: str, limits: fields.Limits) -> tasks
             return tasks.Item(fields.image(value, field))
         return tasks.Item(fields.text(value, field, limits))
     if isinstance(value, dict):
-        if len(value) != 1 or not {"text", "image"} & set(value):
-            raise invalid(field, 'an object must be {"text": "..."} or {"image": "<URL, data URI or base64>"}')
-        if "text" in value:
-            return tasks.Item(fields.text(value["text"], f"{field}.text", limits))
-        return tasks.Item(fields.image(value["image"], f"{field}.image"))
+        return fields.item_object(value, field, limits)
     if _is_token_ids(value) or (isinstance(value, list) and value and all(map(_is_token_ids, value))):
         raise invalid(field, TOKEN_IDS_HINT, code="token_ids_unsupported")
     raise invalid(field, f'must be a string or an object like {{"text": "..."}}, got {fields.type_name(value)}')

@@ -20,16 +20,9 @@ RANK_OPTIONS = {"top_k"}
 FIELDS = {"task", "texts", "images", "queries", "candidates"} | EMBED_OPTIONS | RANK_OPTIONS | sagemaker_clip.KEYS
 
 
-def _item(value: Any, field: str, limits: fields.Limits) -> tasks.Item:
-    if not isinstance(value, dict) or len(value) != 1 or not ({"text", "image"} & set(value)):
-        raise invalid(field, 'must be {"text": "..."} or {"image": "<base64, data URI or URL>"}')
-    if "text" in value:
-        return tasks.Item(fields.text(value["text"], f"{field}.text", limits))
-    return tasks.Item(fields.image(value["image"], f"{field}.image"))
-
-
 def _items(body: dict, key: str, limits: fields.Limits) -> tuple[tasks.Item, ...]:
-    return tuple(_item(v, f"{key}[{i}]", limits) for i, v in enumerate(fields.items_list(body, key, limits)))
+    values = fields.items_list(body, key, limits)
+    return tuple(fields.item_object(v, f"{key}[{i}]", limits) for i, v in enumerate(values))
 
 
 def _embed(body: dict, options: Mapping[str, Any], limits: fields.Limits):
